@@ -1,0 +1,3 @@
+from cctvsr.cli import main
+
+main()

