@@ -1,0 +1,1 @@
+"""Perceptual image metrics: networks whose distances track what people see, not pixel error."""

@@ -1,0 +1,1 @@
+"""Super-resolution: the RRDB generator, its weights, and the engine that runs it on face crops."""
