@@ -1,0 +1,239 @@
+"""SuperResolver: runs the generator on uint8 RGB crops of any size and returns each ×4.
+
+A crop's result never depends on its batch-mates: its padded size is a function of its own size
+(next multiple of 8, reflect padding, output cropped back), and only crops of the same padded size
+share a batch (on CPU only identical sizes, since padding there is pure waste). A crop larger than
+one window (tile + 2 × overlap) is cut into windows at a stride of `tile`: each window carries
+`overlap` pixels of context on every side, and neighbours are blended across their shared 2 ×
+overlap band, which bounds memory without a seam.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from cctvsr.errors import DeviceError, InputError
+from cctvsr.sr.weights import GeneratorWeights
+
+SCALE = 4
+PAD_MULTIPLE = 8
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: where bf16 autocast is several times faster than fp32 (without them it
+    is emulated and several times slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How the generator runs: where, with which arithmetic and memory layout."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        # fp16 casts the whole network (CUDA); bf16 runs fp32 weights under autocast.
+        return torch.float16 if self.precision == "fp16" else torch.float32
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def describe(self) -> str:
+        return f"{self.device.type} {self.precision}{' + channels_last' if self.channels_last else ''}"
+
+
+def resolve_plan(device: str = "auto", precision: str = "auto", channels_last: bool | None = None) -> ExecutionPlan:
+    """The fastest plan the hardware supports for `auto`; a one-line error for an impossible one."""
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA device is usable by this PyTorch build")
+    if precision == "auto":
+        if device == "cuda":
+            precision = "fp16"
+        else:
+            precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and device == "cpu":
+        raise DeviceError("fp16 needs CUDA; on CPU use --precision bf16 or fp32")
+    # channels_last measured faster on CPU (oneDNN) in fp32 and bf16, and with fp16 tensor cores.
+    return ExecutionPlan(torch.device(device), precision, True if channels_last is None else channels_last)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A rectangle of one crop (the whole crop, or one tile of it) in LR pixels."""
+
+    crop: int
+    y: int
+    x: int
+    h: int
+    w: int
+
+
+def _padded(n: int) -> int:
+    return math.ceil(n / PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    if length <= window:
+        return [0]
+    return [*range(0, length - window, stride), length - window]
+
+
+def _ramp(start: int, size: int, length: int, overlap_hr: int) -> np.ndarray:
+    """Blend weights along one axis of a window. On a side shared with a neighbour the outer
+    quarter of the shared band (where the window border corrupts the output most) is all but
+    ignored and the middle half ramps linearly; weights stay positive so they never sum to zero."""
+    weights = np.ones(size * SCALE, np.float32)
+    margin, rise = overlap_hr // 4, overlap_hr // 2
+    edge = np.full(margin + rise, 1e-3, np.float32)
+    edge[margin:] = (np.arange(rise, dtype=np.float32) + 0.5) / rise
+    if start > 0:
+        weights[: edge.size] = np.minimum(weights[: edge.size], edge)
+    if start + size < length:
+        weights[-edge.size :] = np.minimum(weights[-edge.size :], edge[::-1])
+    return weights
+
+
+class SuperResolver:
+    """×4 super-resolution of a list of crops, each at its own size, batched where it is free."""
+
+    scale = SCALE
+
+    def __init__(
+        self,
+        weights: GeneratorWeights,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 8,
+        tile: int = 256,
+        tile_overlap: int = 16,
+        channels_last: bool | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InputError("--batch-size must be at least 1")
+        if tile and (tile < 32 or tile % PAD_MULTIPLE):
+            raise InputError(f"--tile must be 0 (off) or a multiple of {PAD_MULTIPLE} of at least 32, not {tile}")
+        if tile and not 0 < tile_overlap <= tile // 2:
+            raise InputError(f"--tile-overlap must be between 1 and half the tile ({tile // 2})")
+        self.plan = resolve_plan(device, precision, channels_last)
+        self.weights = weights
+        self.batch_size = batch_size
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.window = tile + 2 * tile_overlap if tile else 0
+        model = weights.build().to(device=self.plan.device, dtype=self.plan.weight_dtype)
+        self.model = model.to(memory_format=torch.channels_last) if self.plan.channels_last else model
+
+    def upscale(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each (H, W, 3) uint8 RGB crop as a (4H, 4W, 3) uint8 RGB image, in input order."""
+        for index, crop in enumerate(crops):
+            if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+                raise InputError(f"crop {index}: expected uint8 (H, W, 3) RGB, got {crop.dtype} {crop.shape}")
+            if crop.shape[0] == 0 or crop.shape[1] == 0:
+                raise InputError(f"crop {index}: empty (0-pixel) crop {crop.shape[:2]}")
+        groups: dict[tuple[int, int], list[_Piece]] = defaultdict(list)
+        tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index, crop in enumerate(crops):
+            h, w = crop.shape[:2]
+            for piece in self._pieces(index, h, w):
+                groups[self._batch_key(piece)].append(piece)
+            if self._is_tiled(h, w):
+                hr = (h * SCALE, w * SCALE)
+                tiled[index] = (np.zeros((*hr, 3), np.float32), np.zeros((*hr, 1), np.float32))
+        results: list[np.ndarray | None] = [None] * len(crops)
+        for key, pieces in groups.items():
+            for chunk in self._chunks(pieces, key):
+                batch = np.stack([self._padded_piece(crops[p.crop], p) for p in chunk])
+                for piece, out in zip(chunk, self._forward(batch)):
+                    out = out[: piece.h * SCALE, : piece.w * SCALE]
+                    if piece.crop in tiled:
+                        self._blend(tiled[piece.crop], piece, out, crops[piece.crop].shape)
+                    else:
+                        results[piece.crop] = _to_uint8(out)
+        for index, (total, weight) in tiled.items():
+            results[index] = _to_uint8(total / weight)
+        return results  # type: ignore[return-value]
+
+    def _is_tiled(self, h: int, w: int) -> bool:
+        return bool(self.window) and max(h, w) > self.window
+
+    def _pieces(self, index: int, h: int, w: int) -> Iterator[_Piece]:
+        if not self._is_tiled(h, w):
+            yield _Piece(index, 0, 0, h, w)
+            return
+        wh, ww = min(h, self.window), min(w, self.window)
+        for y in _window_starts(h, self.window, self.tile):
+            for x in _window_starts(w, self.window, self.tile):
+                yield _Piece(index, y, x, wh, ww)
+
+    def _batch_key(self, piece: _Piece) -> tuple[int, int]:
+        if self.plan.device.type == "cpu":
+            return piece.h, piece.w
+        return _padded(piece.h), _padded(piece.w)
+
+    def _chunks(self, pieces: list[_Piece], key: tuple[int, int]) -> Iterator[list[_Piece]]:
+        # Bound memory: a batch holds at most batch_size pieces and about one window's pixels.
+        budget = max(1, (self.window or 288) ** 2 // (_padded(key[0]) * _padded(key[1])))
+        size = min(self.batch_size, budget)
+        for start in range(0, len(pieces), size):
+            yield pieces[start : start + size]
+
+    @staticmethod
+    def _padded_piece(crop: np.ndarray, piece: _Piece) -> np.ndarray:
+        region = crop[piece.y : piece.y + piece.h, piece.x : piece.x + piece.w]
+        pad = ((0, _padded(piece.h) - piece.h), (0, _padded(piece.w) - piece.w), (0, 0))
+        return np.pad(region, pad, mode="reflect") if any(p[1] for p in pad) else region
+
+    def _blend(self, accumulator: tuple[np.ndarray, np.ndarray], piece: _Piece, out: np.ndarray, shape: tuple[int, ...]) -> None:
+        total, weight = accumulator
+        overlap_hr = 2 * self.tile_overlap * SCALE
+        wy = _ramp(piece.y, piece.h, shape[0], overlap_hr)
+        wx = _ramp(piece.x, piece.w, shape[1], overlap_hr)
+        mask = (wy[:, None] * wx[None, :])[..., None]
+        ys, xs = slice(piece.y * SCALE, (piece.y + piece.h) * SCALE), slice(piece.x * SCALE, (piece.x + piece.w) * SCALE)
+        total[ys, xs] += out * mask
+        weight[ys, xs] += mask
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 → (N, 4H, 4W, 3) float32 in [0, 255]."""
+        plan = self.plan
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(plan.device).permute(0, 3, 1, 2)  # channels_last strides
+            x = x.to(plan.weight_dtype).div_(255.0)
+            if not plan.channels_last:
+                x = x.contiguous()
+            with plan.autocast():
+                y = self.model(x)
+            y = y.float().clamp_(0.0, 1.0).mul_(255.0)
+            return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
