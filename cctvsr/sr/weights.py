@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from cctvsr import assets
 from cctvsr.assets import PackagedFile, sha256_file
 from cctvsr.errors import ModelFormatError, WeightsError
+from cctvsr.fsutil import atomic_path
 from cctvsr.sr.ncnn_import import load_rrdb_from_ncnn
 from cctvsr.sr.rrdb import RRDBConfig, RRDBNet
 
@@ -120,16 +120,9 @@ def _read_cache(spec: ModelSpec) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _atomic_save_safetensors(state: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _save_safetensors(state: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
 
 
 def _load_registry_model(spec: ModelSpec) -> GeneratorWeights:
@@ -138,7 +131,7 @@ def _load_registry_model(spec: ModelSpec) -> GeneratorWeights:
         config, state = load_rrdb_from_ncnn(spec.param.require(), spec.bin.require())
         if config != spec.config:
             raise WeightsError(f"{spec.name}: packaged graph is {config}, registry says {spec.config}")
-        _atomic_save_safetensors(
+        _save_safetensors(
             state, _cached_path(spec), {"source_sha256": spec.bin.sha256 or "", "converter": CONVERTER_VERSION}
         )
     return GeneratorWeights(
@@ -244,7 +237,7 @@ def save_model_dir(
         files["pixel.safetensors"] = pixel_state_dict
     shas = {}
     for filename, state in files.items():
-        _atomic_save_safetensors(state, directory / filename, {"format": MODEL_DIR_FORMAT})
+        _save_safetensors(state, directory / filename, {"format": MODEL_DIR_FORMAT})
         shas[filename] = sha256_file(directory / filename)
     document = {
         **(metadata or {}),
@@ -261,11 +254,8 @@ def save_model_dir(
     }
     if pixel_state_dict is not None:
         document["pixel_weights"] = "pixel.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.json.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, directory / "config.json")
+    with atomic_path(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return directory
 
 
