@@ -155,15 +155,15 @@ def models() -> None:
     from cctvsr.sr.weights import DEFAULT_MODEL, REGISTRY, weights_status
 
     with user_errors():
-        table = Table(title="Super-resolution models")
-        for column in ("name", "architecture", "source", "licence", "weights"):
-            table.add_column(column)
         for spec in REGISTRY.values():
             c = spec.config
-            name = f"{spec.name} (default)" if spec.name == DEFAULT_MODEL else spec.name
-            arch = f"RRDBNet ×{c.scale}, {c.num_block} blocks, {c.num_feat} feat, growth {c.num_grow_ch}"
-            table.add_row(name, arch, spec.source, spec.licence, weights_status(spec))
-        out_console.print(table)
+            table = Table(title=f"model {spec.name}" + (" (default)" if spec.name == DEFAULT_MODEL else ""), show_header=False)
+            table.add_row("about", spec.description)
+            table.add_row("architecture", f"RRDBNet ×{c.scale}: {c.num_block} blocks, {c.num_feat} features, growth {c.num_grow_ch}")
+            table.add_row("source", spec.source)
+            table.add_row("licence", spec.licence)
+            table.add_row("weights", weights_status(spec))
+            out_console.print(table)
 
         devices = Table(title="Devices and precisions usable here")
         for column in ("backend", "device", "precisions", "note"):

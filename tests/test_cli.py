@@ -1,0 +1,137 @@
+"""The command line as a user meets it: outputs on disk, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cctvsr.cli import app
+from cctvsr.sr.weights import save_model_dir
+from tests.conftest import tiny_weights
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    weights = tiny_weights()
+    return save_model_dir(tmp_path / "tiny-model", weights.config, weights.state_dict)
+
+
+def _write(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(path), image)
+
+
+def _error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def test_folder_with_one_corrupt_image_writes_the_others_and_exits_nonzero_naming_it(
+    tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray
+) -> None:
+    inputs = tmp_path / "in"
+    _write(inputs / "face.png", astronaut[60:124, 170:234])
+    _write(inputs / "sub" / "wide.jpg", astronaut[200:237, 100:153])
+    _write(inputs / "grey.png", cv2.cvtColor(astronaut[:40, :30], cv2.COLOR_RGB2GRAY))
+    rgba = np.dstack([astronaut[:20, :24], np.full((20, 24), 128, np.uint8)])
+    _write(inputs / "alpha.png", rgba)
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+
+    result = runner.invoke(app, ["upscale", str(inputs), "--out", str(tmp_path / "out"), "--model", str(tiny_model_dir)])
+
+    assert result.exit_code == 1
+    assert "broken.jpg" in _error_lines(result)[-1]
+    out = tmp_path / "out"
+    assert cv2.imread(str(out / "face.png"), cv2.IMREAD_UNCHANGED).shape == (256, 256, 3)
+    assert cv2.imread(str(out / "sub" / "wide.png"), cv2.IMREAD_UNCHANGED).shape == (148, 212, 3)
+    assert cv2.imread(str(out / "grey.png"), cv2.IMREAD_UNCHANGED).shape == (160, 120)
+    alpha = cv2.imread(str(out / "alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert alpha.shape == (80, 96, 4) and int(alpha[..., 3].min()) == int(alpha[..., 3].max()) == 128
+    assert not (out / "broken.png").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_same_stem_inputs_keep_their_extension_instead_of_overwriting(tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray) -> None:
+    _write(tmp_path / "in" / "a.png", astronaut[:16, :16])
+    _write(tmp_path / "in" / "a.jpg", astronaut[:24, :16])
+    result = runner.invoke(app, ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert cv2.imread(str(tmp_path / "out" / "a_png.png")).shape == (64, 64, 3)
+    assert cv2.imread(str(tmp_path / "out" / "a_jpg.png")).shape == (96, 64, 3)
+
+
+def test_output_that_would_overwrite_an_input_is_refused(tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray) -> None:
+    _write(tmp_path / "a.png", astronaut[:16, :16])
+    before = (tmp_path / "a.png").read_bytes()
+    result = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 2
+    assert len(_error_lines(result)) == 1 and "overwrite an input" in result.stderr
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["upscale", "does-not-exist.png", "-o", "OUT"], "no such file or folder"),
+        (["upscale", "-o", "OUT"], "at least one image"),
+        (["upscale", "EMPTY", "-o", "OUT"], "no images found"),
+        (["upscale", "IMG", "-o", "OUT", "--model", "no-such-model"], "unknown model"),
+        (["upscale", "IMG", "-o", "OUT", "--model", "TINY", "--precision", "fp16", "--device", "cpu"], "fp16 needs CUDA"),
+        (["upscale", "IMG", "-o", "OUT", "--model", "TINY", "--tile", "50"], "--tile must be"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_2(
+    tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray, args: list[str], needle: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    _write(tmp_path / "img.png", astronaut[:16, :16])
+    names = {"OUT": tmp_path / "out", "EMPTY": tmp_path / "empty", "IMG": tmp_path / "img.png", "TINY": tiny_model_dir}
+    result = runner.invoke(app, [str(names.get(arg, arg)) for arg in args])
+    assert result.exit_code == 2
+    lines = _error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
+    assert not (tmp_path / "out" / "img.png").exists()
+
+
+def test_model_directory_with_wrong_sha_is_refused_in_one_line(tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray) -> None:
+    weights = tiny_model_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    _write(tmp_path / "img.png", astronaut[:16, :16])
+    result = runner.invoke(app, ["upscale", str(tmp_path / "img.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 2
+    lines = _error_lines(result)
+    assert len(lines) == 1 and "sha256" in lines[0]
+
+
+def test_models_lists_the_default_model_and_its_weights_status() -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.stderr
+    assert "realesrgan-x4plus" in result.stdout and "BSD-3-Clause" in result.stdout
+    assert any(word in result.stdout for word in ("cached", "convertible"))
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "cctvsr", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("cctvsr ")
+
+
+def test_demo_restores_the_astronaut_closer_than_bicubic(tmp_path: Path) -> None:
+    """The README's first command: the embedded demo with the real default model."""
+    result = runner.invoke(app, ["upscale", "--demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    restored = cv2.imread(str(tmp_path / "astronaut-128.png"))
+    assert restored.shape == (512, 512, 3)
+    line = next(line for line in result.stdout.splitlines() if "ST-LPIPS" in line)
+    ours = float(line.split("photo ")[1].split()[0])
+    assert ours <= 0.22
