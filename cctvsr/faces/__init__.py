@@ -1,0 +1,1 @@
+"""Faces in frames: detection, tracking, selection of the best views, and cropping."""
