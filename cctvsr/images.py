@@ -7,6 +7,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from cctvsr.errors import InputError
 from cctvsr.fsutil import atomic_path
@@ -63,8 +65,16 @@ def compose_output(sr_rgb: np.ndarray, source: DecodedImage) -> np.ndarray:
     return sr_rgb
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write grey, RGB or RGBA as PNG via a temporary file and a rename: never a half-written file."""
+def write_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> None:
+    """Write grey, RGB or RGBA as PNG via a temporary file and a rename: never a half-written file.
+    `text` becomes PNG iTXt chunks (provenance that travels with the file)."""
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+        with atomic_path(path) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG", pnginfo=info, compress_level=3)
+        return
     if image.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
         image = cv2.cvtColor(image, code)

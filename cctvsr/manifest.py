@@ -1,0 +1,72 @@
+"""The manifest: one JSON line per saved face, appended, flushed and fsynced as each face is saved.
+
+A run killed mid-write can leave a torn last line; reading ignores it and reopening for append
+cuts it off, so `--resume` continues from the last complete record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cctvsr.errors import InputError
+
+
+def _complete_prefix(data: bytes) -> bytes:
+    """The bytes up to and including the last newline whose line parses as JSON."""
+    end = data.rfind(b"\n") + 1
+    while end > 0:
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        try:
+            json.loads(data[start:end])
+            return data[:end]
+        except json.JSONDecodeError:
+            end = start
+    return b""
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """Every complete record; a torn last line (a kill mid-write) is ignored, damage elsewhere is not."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    good = _complete_prefix(data)
+    records = []
+    for number, line in enumerate(good.splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: line {number} is not valid JSON (manifest damaged)") from None
+    tail = data[len(good) :]
+    if tail.count(b"\n") > 1:
+        raise InputError(f"{path}: damaged beyond its last line; refusing to resume from it")
+    return records
+
+
+class ManifestWriter:
+    """Appends records durably; a reader never sees a half-written line except after a kill."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            good = _complete_prefix(path.read_bytes())
+            with open(path, "rb+") as handle:
+                handle.truncate(len(good))
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,88 @@
+"""report.html: each track's best face as LR | bicubic | SR, readable offline and when copied.
+
+Only relative links and inline CSS: no network resource, so the folder can be handed over as is.
+Every super-resolved image is labelled as AI-enhanced, never as an original.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from cctvsr.fsutil import atomic_path
+
+AI_LABEL = "AI-enhanced — not an original image"
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}
+h1{font-size:1.4em} h2{font-size:1.1em;margin-top:2em}
+table.meta td{padding:.1em .8em .1em 0;vertical-align:top}
+.faces{display:flex;gap:1.5em;align-items:flex-end;flex-wrap:wrap}
+figure{margin:0;text-align:center} figcaption{font-size:.85em;margin-top:.3em}
+img{image-rendering:pixelated;border:1px solid #999;background:#fff}
+.ai{color:#a00;font-weight:bold}
+"""
+
+
+def _when(point: dict[str, Any]) -> str:
+    text = f"frame {point['frame']}"
+    if point.get("pts") is not None:
+        text += f", {point['pts']:.2f} s"
+    if point.get("wall_time"):
+        text += f", {point['wall_time']}"
+    return text
+
+
+def _figure(path: str, caption: str, width: int, extra_class: str = "") -> str:
+    return (
+        f'<figure><img src="{html.escape(path)}" width="{width}" alt="{html.escape(caption)}">'
+        f'<figcaption class="{extra_class}">{html.escape(caption)}</figcaption></figure>'
+    )
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """HTML for a tracks.json document."""
+    source = summary["input"]
+    rows = [
+        ("input", source["label"]),
+        ("sha256", source.get("sha256") or "-"),
+        ("model", f"{summary['model']['name']} (weights sha256 {summary['model']['sha256']})"),
+        ("tracks", str(len(summary["tracks"]))),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>cctvsr report — {html.escape(source['label'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>cctvsr report — {html.escape(source['label'])}</h1>",
+        f'<p class="ai">Super-resolved images are {html.escape(AI_LABEL.split(" — ")[0])}: '
+        "plausible detail invented by a neural network. They are not original images and must not "
+        "be used alone to identify anyone; the LR crop is the evidence.</p>",
+        '<table class="meta">' + "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>",
+    ]
+    for track in summary["tracks"]:
+        tid = track["track_id"]
+        parts.append(f'<section id="track-{tid:04d}"><h2>Track {tid:04d}</h2>')
+        parts.append(
+            f"<p>first seen {html.escape(_when(track['first']))}; last seen {html.escape(_when(track['last']))}; "
+            f"{track['faces_seen']} detections, {track['faces_saved']} faces saved</p>"
+        )
+        best = track.get("best")
+        if best:
+            lr_w, lr_h = best["crop_size"]
+            shown = max(4 * lr_w, 128)
+            parts.append('<div class="faces">')
+            parts.append(_figure(best["lr"], f"LR crop {lr_w}×{lr_h} (original pixels)", shown))
+            parts.append(_figure(best["bicubic"], "bicubic ×4", shown))
+            parts.append(_figure(best["sr"], f"SR ×4 — {AI_LABEL}", shown, "ai"))
+            parts.append("</div>")
+            parts.append(f"<p>best face: {html.escape(_when({'frame': best['frame_index'], 'pts': best.get('pts'), 'wall_time': best.get('wall_time')}))}, quality {best['quality']:.3f}</p>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(path: Path, summary: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(render_report(summary), encoding="utf-8")
