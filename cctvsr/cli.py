@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.text import Text
 from rich.table import Table
 
 from cctvsr import __version__
@@ -24,12 +27,30 @@ app = typer.Typer(
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-MODEL_HELP = "Registry name (see `cctvsr models`), model directory, or ESRGAN/Real-ESRGAN .pth/.safetensors file."
-DEVICE_HELP = "auto (CUDA when usable, else CPU), cpu or cuda."
-PRECISION_HELP = (
-    "auto = fp16 + channels_last on CUDA, bf16 autocast on CPUs with AMX/AVX512-BF16, fp32 elsewhere; "
-    "or fp32, bf16, fp16 (CUDA only)."
-)
+ModelOpt = Annotated[
+    str, typer.Option(help="Registry name (see `cctvsr models`), model directory, or ESRGAN/Real-ESRGAN .pth/.safetensors file.")
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when usable, else CPU), cpu or cuda.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto = fp16 + channels_last on CUDA, bf16 autocast on CPUs with AMX/AVX512-BF16, fp32 elsewhere; "
+        "or fp32, bf16, fp16 (CUDA only)."
+    ),
+]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Most same-size crops run through the generator at once.")]
+TileOpt = Annotated[
+    int, typer.Option(min=0, help="Crops larger than tile + 2×overlap px are processed in tiles of this size (0 = never tile).")
+]
+TileOverlapOpt = Annotated[int, typer.Option(min=1, help="Context px each tile borrows from its neighbours, blended away.")]
+
+
+def _resolver(model: str, device: str, precision: str, batch_size: int, tile: int, tile_overlap: int):  # -> SuperResolver
+    from cctvsr.sr.engine import SuperResolver
+    from cctvsr.sr.weights import load_generator_weights
+
+    weights = load_generator_weights(model)
+    return SuperResolver(weights, device=device, precision=precision, batch_size=batch_size, tile=tile, tile_overlap=tile_overlap)
 
 
 @contextmanager
@@ -58,6 +79,22 @@ def _root(
     """Clear, honest ×4 super-resolution of faces from surveillance video."""
 
 
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:6.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+def _progress_counts() -> Progress:
+    """Counters with rates for work whose total is unknown (a stream, a video being decoded)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.completed:>7.0f}"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -74,30 +111,25 @@ def _progress() -> Progress:
 def upscale(
     inputs: Optional[list[Path]] = typer.Argument(None, help="Images and/or folders of images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the ×4 PNGs (created; sub-folders mirror input folders)."),
-    model: str = typer.Option("realesrgan-x4plus", help=MODEL_HELP),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", help=PRECISION_HELP),
-    batch_size: int = typer.Option(8, min=1, help="Most same-size images run through the generator at once."),
-    tile: int = typer.Option(
-        256, min=0, help="Images larger than tile + 2×overlap px are processed in tiles of this size (0 = never tile)."
-    ),
-    tile_overlap: int = typer.Option(16, min=1, help="Context px each tile borrows from its neighbours, blended away."),
+    model: ModelOpt = "realesrgan-x4plus",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = 8,
+    tile: TileOpt = 256,
+    tile_overlap: TileOverlapOpt = 16,
     demo: bool = typer.Option(
         False, "--demo", help="Add the embedded demo: a real photo (skimage astronaut) reduced to 128×128, restored ×4."
     ),
 ) -> None:
     """Super-resolve whole images ×4 at whatever size they have (png, jpg, bmp, tiff, webp).
 
-    Grey images stay grey, an alpha channel is carried through; unreadable files are reported and
-    skipped, the others written, and the exit code is 1 when any file failed.
+    Grey images stay grey, an alpha channel is carried through; unreadable files are reported and skipped, the others written, and the exit code is 1 when any file failed.
     """
     import cv2
 
     from cctvsr import demo as demo_input
     from cctvsr.metrics import st_lpips
     from cctvsr.images import read_image
-    from cctvsr.sr.engine import SuperResolver
-    from cctvsr.sr.weights import load_generator_weights
     from cctvsr.upscale import plan_jobs, run_jobs
 
     with user_errors():
@@ -111,10 +143,8 @@ def upscale(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
-        weights = load_generator_weights(model)
-        resolver = SuperResolver(
-            weights, device=device, precision=precision, batch_size=batch_size, tile=tile, tile_overlap=tile_overlap
-        )
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap)
+        weights = resolver.weights
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         with _progress() as progress:
             task = progress.add_task("upscaling", total=len(jobs))
@@ -143,6 +173,127 @@ def upscale(
             names = ", ".join(str(path) for path, _ in summary.failed)
             err_console.print(f"[bold red]error:[/] {len(summary.failed)} of {len(jobs)} images failed: {names}")
             raise typer.Exit(1)
+
+
+@app.command()
+def enhance(
+    source: str = typer.Argument(..., help="Video file (mp4, mkv, avi, ts, raw .h264/.264, gif, ...), folder of videos/images, image, or rtsp:// / http(s):// stream."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per input (<stem>-<sha8>/)."),
+    model: ModelOpt = "realesrgan-x4plus",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = 8,
+    tile: TileOpt = 256,
+    tile_overlap: TileOverlapOpt = 16,
+    detector: Annotated[str, typer.Option(help="auto (InsightFace SCRFD when its pack is on disk, else MTCNN), mtcnn, or insightface.")] = "auto",
+    insightface_pack: Annotated[str, typer.Option(help="InsightFace model pack for --detector insightface/auto: buffalo_l or buffalo_sc (non-commercial weights).")] = "buffalo_l",
+    min_face: Annotated[int, typer.Option(min=1, help="Ignore faces whose box is smaller than this many px.")] = 20,
+    det_threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Detection score threshold (default: the detector's own).")] = None,
+    best: Annotated[int, typer.Option(min=1, help="Best faces kept per track (by detector score, size, sharpness, pose, exposure).")] = 3,
+    all_frames: Annotated[bool, typer.Option("--all-frames", help="Keep and enhance every face of every track, not only the best.")] = False,
+    margin: Annotated[float, typer.Option(min=0.0, max=2.0, help="Crop margin around the face box, as a fraction of its size per side (clipped to the frame, never padded).")] = 0.4,
+    min_track_len: Annotated[int, typer.Option(min=1, help="Tracks seen in fewer frames than this are dropped as false alarms.")] = 3,
+    every: Annotated[int, typer.Option(min=1, help="Process every Nth frame.")] = 1,
+    fps: Annotated[Optional[float], typer.Option(min=0.001, help="Process at most this many frames per second (by timestamp).")] = None,
+    start: Annotated[Optional[float], typer.Option(min=0.0, help="Start at this time, seconds.")] = None,
+    end: Annotated[Optional[float], typer.Option(min=0.0, help="Stop at this time, seconds.")] = None,
+    time_offset: Annotated[float, typer.Option(help="Seconds added to the container's creation time (to correct a DVR clock).")] = 0.0,
+    reconnect: Annotated[int, typer.Option(min=0, help="Reconnect attempts when a stream drops (exponential back-off).")] = 3,
+    annotate: Annotated[Optional[Path], typer.Option(help="Also write the input with face boxes and track ids drawn (a single video input).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out (same input, options and model).")] = False,
+) -> None:
+    """Find, track and super-resolve ×4 the faces in surveillance video.
+
+    Writes one folder per face track with the best views as LR | bicubic | SR PNGs, a manifest.jsonl (one line per saved face, with hashes and provenance), tracks.json and report.html. Super-resolved images are AI-enhanced, not original evidence, and are labelled so.
+    """
+    from cctvsr.annotate import AnnotatedVideo
+    from cctvsr.enhance import (
+        MANIFEST_FILE, check_out_dir, library_versions, output_folder, prepare_folder, run_identity,
+        tracks_document, write_summaries,
+    )
+    from cctvsr.faces.detect import create_detector
+    from cctvsr.faces.track import FaceTracker
+    from cctvsr.manifest import ManifestWriter
+    from cctvsr.pipeline import EnhanceOptions, FaceWriter, ProgressHooks, run_enhance
+    from cctvsr.video import FrameSampling, list_sources, probe_fps
+
+    with user_errors():
+        if end is not None and start is not None and end <= start:
+            raise InputError("--end must be after --start")
+        check_out_dir(out, resume)
+        sources = list_sources(source)
+        if annotate is not None and (len(sources) != 1 or sources[0].kind == "image"):
+            raise InputError("--annotate needs a single video or stream input")
+        options = EnhanceOptions(
+            best=best, all_frames=all_frames, margin=margin, min_track_len=min_track_len,
+            sampling=FrameSampling(every=every, fps=fps, start=start, end=end), time_offset=time_offset, reconnect=reconnect,
+        )
+        face_detector, message = create_detector(detector, pack=insightface_pack, min_face=min_face, threshold=det_threshold)
+        err_console.print(message)
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap)
+        weights = resolver.weights
+        model_info = {"name": weights.name, "sha256": weights.sha256, "source": weights.source}
+        err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
+        versions = library_versions()
+
+        summary = Table(title="enhance")
+        for column in ("input", "frames", "faces", "tracks", "saved", "decode / detect / track+select / SR / write (s)", "folder"):
+            summary.add_column(column, overflow="fold")
+        warnings: list[str] = []
+        for item in sources:
+            folder = output_folder(out, item)
+            identity = run_identity(item, options, face_detector.name, model_info, resolver.plan.describe())
+            done = prepare_folder(folder, identity, resume)
+            common = {
+                "input": {"label": item.label, "sha256": item.sha256},
+                "detector": face_detector.name,
+                "model": model_info,
+                "backend": "torch",
+                "device": resolver.plan.device.type,
+                "precision": resolver.plan.precision,
+                "options": options.to_json(),
+                "versions": versions,
+            }
+            frame_rate = probe_fps(item) or 25.0
+            tracker = FaceTracker(frame_rate / every if fps is None else min(fps, frame_rate))
+            annotated = AnnotatedVideo(annotate, frame_rate) if annotate else None
+            with _progress_counts() as progress, ManifestWriter(folder / MANIFEST_FILE) as manifest:
+                frames_task = progress.add_task(f"frames  {item.label}", total=None)
+                found_task = progress.add_task("faces found", total=None)
+                saved_task = progress.add_task("faces enhanced", total=None)
+                hooks = ProgressHooks(
+                    frame=lambda n: progress.update(frames_task, completed=n),
+                    found=lambda n: progress.update(found_task, completed=n),
+                    saved=lambda n: progress.update(saved_task, completed=n),
+                )
+                try:
+                    result = run_enhance(
+                        item, options, face_detector, tracker, resolver,
+                        FaceWriter(folder, manifest, common, f"{weights.name} (sha256 {weights.sha256[:12]})"),
+                        done=done, hooks=hooks, on_frame=annotated.add if annotated else None,
+                    )
+                except BaseException:
+                    if annotated:
+                        annotated.abort()
+                    raise
+            if annotated:
+                annotated.close()
+            document = tracks_document(item, model_info, result, folder)
+            write_summaries(folder, document)
+            t = result.times
+            summary.add_row(
+                item.label, str(result.frames), str(result.faces_found), str(len(document["tracks"])),
+                f"{result.faces_saved}" + (f" (+{result.faces_resumed} resumed)" if result.faces_resumed else ""),
+                f"{t.decode:.1f} / {t.detect:.1f} / {t.track + t.select:.1f} / {t.sr:.1f} / {t.write:.1f}",
+                str(folder),
+            )
+            stats = result.decode
+            if stats.errors_skipped or stats.reconnects:
+                warnings.append(f"{item.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnects")
+            warnings += [f"{item.label}: {w}" for w in stats.warnings]
+        out_console.print(summary)
+        for warning in warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}")
 
 
 @app.command()

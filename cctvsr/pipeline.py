@@ -1,0 +1,329 @@
+"""The enhance pipeline for one input: decode → detect → track → select → crop, in a producer
+thread, then super-resolve → write in the caller's thread, joined by a bounded queue.
+
+Work crosses the queue in units (the faces a track releases when it ends, or one frame's faces with
+`--all-frames`), and a unit is always super-resolved as one call. That keeps the batch composition
+independent of thread timing, so an interrupted run resumed from its manifest produces the same
+bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+
+from cctvsr.assets import sha256_file
+from cctvsr.faces.crop import FaceCrop, crop_face
+from cctvsr.faces.detections import FaceDetections, FaceDetector
+from cctvsr.faces.select import BestFaces, QualityScore, face_quality
+from cctvsr.faces.track import FaceTracker
+from cctvsr.images import write_png
+from cctvsr.manifest import ManifestWriter
+from cctvsr.report import AI_LABEL
+from cctvsr.sr.engine import SuperResolver
+from cctvsr.video import DecodeStats, Frame, FrameSampling, SourceInfo, read_frames
+
+QUEUE_UNITS = 4  # units of work decoded ahead of the super-resolver at most
+
+
+@dataclass(frozen=True)
+class EnhanceOptions:
+    """Everything that decides which faces are saved; a resumed run must use the same."""
+
+    best: int = 3
+    all_frames: bool = False
+    margin: float = 0.4
+    min_track_len: int = 3
+    sampling: FrameSampling = FrameSampling()
+    time_offset: float = 0.0
+    reconnect: int = 3
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FaceCandidate:
+    """One face the producer chose to save, with everything the manifest records about it."""
+
+    track_id: int
+    frame_index: int
+    pts: float | None
+    wall_time: datetime | None
+    box: np.ndarray
+    landmarks: np.ndarray
+    det_score: float
+    quality: QualityScore
+    crop: FaceCrop
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.track_id, self.frame_index
+
+
+@dataclass
+class TrackLog:
+    """When a track was seen and how often: what tracks.json reports, saved faces or not."""
+
+    track_id: int
+    first: dict[str, Any]
+    last: dict[str, Any]
+    faces_seen: int = 0
+
+
+@dataclass
+class StageTimes:
+    decode: float = 0.0
+    detect: float = 0.0
+    track: float = 0.0
+    select: float = 0.0
+    sr: float = 0.0
+    write: float = 0.0
+
+
+@dataclass
+class EnhanceResult:
+    frames: int = 0
+    faces_found: int = 0
+    faces_saved: int = 0
+    faces_resumed: int = 0
+    tracks: dict[int, TrackLog] = field(default_factory=dict)
+    kept_tracks: set[int] = field(default_factory=set)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
+    decode: DecodeStats = field(default_factory=DecodeStats)
+    sr_busy: float = 0.0
+    sr_span: float = 0.0
+
+
+@dataclass
+class ProgressHooks:
+    frame: Callable[[int], None] = lambda n: None  # frames processed so far
+    found: Callable[[int], None] = lambda n: None  # faces detected so far
+    saved: Callable[[int], None] = lambda n: None  # faces enhanced and written so far
+
+
+def _when(frame: Frame) -> dict[str, Any]:
+    return {
+        "frame": frame.index,
+        "pts": frame.pts,
+        "wall_time": frame.wall_time.isoformat() if frame.wall_time else None,
+    }
+
+
+class _Producer:
+    """Decode, detect, track, score and crop; emits units of FaceCandidates on a bounded queue."""
+
+    def __init__(
+        self,
+        source: SourceInfo,
+        options: EnhanceOptions,
+        detector: FaceDetector,
+        tracker: FaceTracker,
+        result: EnhanceResult,
+        hooks: ProgressHooks,
+        out: queue.Queue,
+        stop: threading.Event,
+        on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None,
+    ) -> None:
+        self.source, self.options, self.detector, self.tracker = source, options, detector, tracker
+        self.result, self.hooks, self.out, self.stop = result, hooks, out, stop
+        self.on_frame = on_frame
+        self.keeper: BestFaces[FaceCandidate] = BestFaces(None if options.all_frames else options.best)
+        self.waiting: dict[int, list[FaceCandidate]] = {}  # all-frames faces of tracks still too short
+
+    def _emit(self, unit: list[FaceCandidate]) -> None:
+        if unit:
+            self.out.put(("unit", unit))
+
+    def _long_enough(self, track_id: int) -> bool:
+        return self.tracker.track_lengths().get(track_id, 0) >= self.options.min_track_len
+
+    def _release(self, track_id: int, faces: list[FaceCandidate]) -> None:
+        if self._long_enough(track_id):
+            self.result.kept_tracks.add(track_id)
+            self._emit(faces)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self.out.put(("error", exc))
+        finally:
+            self.out.put(("done", None))
+
+    def _run(self) -> None:
+        times, result = self.result.times, self.result
+        frames: Iterator[Frame] = read_frames(
+            self.source,
+            self.options.sampling,
+            stats=result.decode,
+            reconnect=self.options.reconnect,
+            time_offset=self.options.time_offset,
+            stop=self.stop,
+        )
+        try:
+            while not self.stop.is_set():
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                t1 = time.perf_counter()
+                times.decode += t1 - t0
+                if frame is None:
+                    break
+                detections = self.detector.detect(frame.image)
+                t2 = time.perf_counter()
+                ids = self.tracker.update(detections)
+                t3 = time.perf_counter()
+                times.detect += t2 - t1
+                times.track += t3 - t2
+                self._select(frame, detections, ids)
+                for track_id in sorted(self.tracker.ended()):
+                    self._end_track(track_id)
+                times.select += time.perf_counter() - t3
+                if self.on_frame:
+                    self.on_frame(frame, detections, ids)
+                result.frames += 1
+                result.faces_found += len(detections)
+                self.hooks.frame(result.frames)
+                self.hooks.found(result.faces_found)
+        finally:
+            frames.close()  # type: ignore[attr-defined]
+        if self.stop.is_set():
+            return
+        for track_id, faces in sorted(self.keeper.finish_all().items()):
+            self._release(track_id, faces)
+
+    def _select(self, frame: Frame, detections: FaceDetections, ids: np.ndarray) -> None:
+        released: list[FaceCandidate] = []
+        for row in np.flatnonzero(ids >= 0):
+            track_id = int(ids[row])
+            log = self.result.tracks.get(track_id)
+            if log is None:
+                log = self.result.tracks[track_id] = TrackLog(track_id, _when(frame), _when(frame))
+            log.last = _when(frame)
+            log.faces_seen += 1
+            box, landmarks, score = detections.boxes[row], detections.landmarks[row], float(detections.scores[row])
+            quality = face_quality(frame.image, box, landmarks, score)
+            crop = crop_face(frame.image, box, self.options.margin)
+            crop = FaceCrop(crop.image.copy(), crop.box, crop.clipped)  # never keep the whole frame alive
+            candidate = FaceCandidate(track_id, frame.index, frame.pts, frame.wall_time, box.copy(), landmarks.copy(), score, quality, crop)
+            for face in self.keeper.add(track_id, frame.index, quality.total, candidate):
+                if self._long_enough(face.track_id):
+                    released.extend(self.waiting.pop(face.track_id, []))
+                    released.append(face)
+                    self.result.kept_tracks.add(face.track_id)
+                else:
+                    self.waiting.setdefault(face.track_id, []).append(face)
+        self._emit(released)
+
+    def _end_track(self, track_id: int) -> None:
+        if self.options.all_frames:
+            self.waiting.pop(track_id, None)  # the track never grew long enough
+            return
+        self._release(track_id, self.keeper.finish(track_id))
+
+
+class FaceWriter:
+    """Writes a face's LR, bicubic and SR PNGs, then its manifest line."""
+
+    def __init__(self, folder: Path, manifest: ManifestWriter, common: dict[str, Any], model_label: str) -> None:
+        self.folder, self.manifest, self.common = folder, manifest, common
+        self.sr_text = {
+            "Comment": f"{AI_LABEL}. Super-resolved ×4 by cctvsr with model {model_label}.",
+            "Software": f"cctvsr {common['versions']['cctvsr']}",
+        }
+
+    def write(self, face: FaceCandidate, sr: np.ndarray) -> dict[str, Any]:
+        stem = f"track_{face.track_id:04d}/{face.frame_index:06d}"
+        lr = face.crop.image
+        bicubic = cv2.resize(lr, (sr.shape[1], sr.shape[0]), interpolation=cv2.INTER_CUBIC)
+        outputs = {}
+        for kind, image, text in (("lr", lr, None), ("bicubic", bicubic, None), ("sr", sr, self.sr_text)):
+            rel = f"{stem}_{kind}.png"
+            write_png(self.folder / rel, image, text)
+            outputs[kind] = {"path": rel, "sha256": sha256_file(self.folder / rel)}
+        x1, y1, x2, y2 = face.crop.box
+        record = {
+            **self.common,
+            "frame_index": face.frame_index,
+            "pts": face.pts,
+            "wall_time": face.wall_time.isoformat() if face.wall_time else None,
+            "track_id": face.track_id,
+            "box": [round(float(v), 2) for v in face.box],
+            "crop_box": [x1, y1, x2, y2],
+            "crop_size": [x2 - x1, y2 - y1],
+            "clipped": list(face.crop.clipped),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+            "det_score": round(face.det_score, 4),
+            "quality": {k: round(float(v), 4) for k, v in asdict(face.quality).items()},
+            "outputs": outputs,
+        }
+        self.manifest.append(record)
+        return record
+
+
+def run_enhance(
+    source: SourceInfo,
+    options: EnhanceOptions,
+    detector: FaceDetector,
+    tracker: FaceTracker,
+    resolver: SuperResolver,
+    writer: FaceWriter,
+    *,
+    done: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+    hooks: ProgressHooks = ProgressHooks(),
+    on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None = None,
+) -> EnhanceResult:
+    """Run one input through the pipeline; faces whose (track, frame) is in `done` are not rewritten."""
+    result = EnhanceResult()
+    units: queue.Queue = queue.Queue(QUEUE_UNITS)
+    stop = threading.Event()
+    producer = _Producer(source, options, detector, tracker, result, hooks, units, stop, on_frame)
+    thread = threading.Thread(target=producer.run, name="cctvsr-producer", daemon=True)
+    thread.start()
+    first_crop = last_crop = None
+    try:
+        while True:
+            kind, payload = units.get()
+            if kind == "done":
+                break
+            if kind == "error":
+                raise payload
+            unit: list[FaceCandidate] = payload
+            if all(face.key in done for face in unit):
+                result.faces_resumed += len(unit)
+                continue
+            t0 = time.perf_counter()
+            first_crop = first_crop or t0
+            outputs = resolver.upscale([face.crop.image for face in unit])
+            t1 = time.perf_counter()
+            for face, sr in zip(unit, outputs):
+                if face.key in done:
+                    result.faces_resumed += 1
+                    continue
+                result.records.append(writer.write(face, sr))
+                result.faces_saved += 1
+                hooks.saved(result.faces_saved)
+            last_crop = time.perf_counter()
+            result.times.sr += t1 - t0
+            result.times.write += last_crop - t1
+            result.sr_busy += last_crop - t0
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                units.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+    if first_crop is not None and last_crop is not None:
+        result.sr_span = last_crop - first_crop
+    return result
