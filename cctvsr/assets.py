@@ -83,3 +83,13 @@ STLPIPS_ALEX = PackagedFile(
     sha256="b356b382f96010f77d085ee8343ecd9fd322d0a56e8de2b2d0549fafcad8b9ee",
     licence="BSD-2-Clause",
 )
+
+# A real group photo (6 people) that insightface ships; the demo clip is made from it. The code is
+# MIT; the photo's own rights are not stated, so it serves as test and demo data only.
+INSIGHTFACE_T1 = PackagedFile(
+    package="insightface",
+    distribution="insightface",
+    relpath="data/images/t1.jpg",
+    sha256="47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489",
+    licence="photo rights not stated (test/demo data only)",
+)

@@ -255,7 +255,7 @@ def enhance(
                 "versions": versions,
             }
             frame_rate = probe_fps(item) or 25.0
-            tracker = FaceTracker(frame_rate / every if fps is None else min(fps, frame_rate))
+            tracker = FaceTracker(frame_rate / every if fps is None else min(fps, frame_rate), min_track_len=min_track_len)
             annotated = AnnotatedVideo(annotate, frame_rate) if annotate else None
             with _progress_counts() as progress, ManifestWriter(folder / MANIFEST_FILE) as manifest:
                 frames_task = progress.add_task(f"frames  {item.label}", total=None)

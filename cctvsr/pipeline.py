@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from cctvsr.assets import sha256_file
+from cctvsr.errors import InputError
 from cctvsr.faces.crop import FaceCrop, crop_face
 from cctvsr.faces.detections import FaceDetections, FaceDetector
 from cctvsr.faces.select import BestFaces, QualityScore, face_quality
@@ -144,11 +145,8 @@ class _Producer:
         if unit:
             self.out.put(("unit", unit))
 
-    def _long_enough(self, track_id: int) -> bool:
-        return self.tracker.track_lengths().get(track_id, 0) >= self.options.min_track_len
-
     def _release(self, track_id: int, faces: list[FaceCandidate]) -> None:
-        if self._long_enough(track_id):
+        if self.tracker.long_enough(track_id):
             self.result.kept_tracks.add(track_id)
             self._emit(faces)
 
@@ -211,12 +209,14 @@ class _Producer:
             log.last = _when(frame)
             log.faces_seen += 1
             box, landmarks, score = detections.boxes[row], detections.landmarks[row], float(detections.scores[row])
+            try:
+                crop = crop_face(frame.image, box, self.options.margin)
+            except InputError:  # a box wholly outside the frame: nothing to save
+                continue
             quality = face_quality(frame.image, box, landmarks, score)
-            crop = crop_face(frame.image, box, self.options.margin)
-            crop = FaceCrop(crop.image.copy(), crop.box, crop.clipped)  # never keep the whole frame alive
             candidate = FaceCandidate(track_id, frame.index, frame.pts, frame.wall_time, box.copy(), landmarks.copy(), score, quality, crop)
             for face in self.keeper.add(track_id, frame.index, quality.total, candidate):
-                if self._long_enough(face.track_id):
+                if self.tracker.long_enough(face.track_id):
                     released.extend(self.waiting.pop(face.track_id, []))
                     released.append(face)
                     self.result.kept_tracks.add(face.track_id)
@@ -225,10 +225,9 @@ class _Producer:
         self._emit(released)
 
     def _end_track(self, track_id: int) -> None:
-        if self.options.all_frames:
-            self.waiting.pop(track_id, None)  # the track never grew long enough
-            return
-        self._release(track_id, self.keeper.finish(track_id))
+        kept = self.keeper.finish(track_id)  # empty with --all-frames: those faces left already
+        self.waiting.pop(track_id, None)  # --all-frames faces of a track that never grew long enough
+        self._release(track_id, kept)
 
 
 class FaceWriter:

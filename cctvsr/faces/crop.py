@@ -68,5 +68,5 @@ def crop_face(frame: np.ndarray, face_box: np.ndarray, margin: float = 0.4) -> F
     return FaceCrop(
         image=frame[cy1:cy2, cx1:cx2].copy(),
         box=(cx1, cy1, cx2, cy2),
-        clipped=tuple(side for side, was_cut in zip(SIDES, cut) if was_cut),
+        clipped=tuple(side for side, was_cut in zip(SIDES, cut, strict=True) if was_cut),
     )

@@ -108,7 +108,9 @@ def _check_options(min_face: int, threshold: float | None) -> None:
         raise InputError(f"detection threshold must be in (0, 1], got {threshold}")
 
 
-def _finish(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, frame_shape: tuple[int, ...], min_face: int) -> FaceDetections:
+def _finish(
+    boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, frame_shape: tuple[int, ...], min_face: int
+) -> FaceDetections:
     """Clip to the frame, drop faces under `min_face`, sort by score: the same for every backend."""
     h, w = frame_shape[:2]
     boxes = boxes.astype(np.float32, copy=True)
@@ -152,7 +154,7 @@ def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def _crops(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Normalised (N, size, size, 3) crops of integer boxes, black beyond the frame, laid out N, W, H, C.
+    """Normalised crops of integer boxes, black beyond the frame, as (N, size, size, 3) laid out N, W, H, C.
 
     The networks carry Caffe's column-major heritage: they see every image transposed.
     """
@@ -180,7 +182,9 @@ class MtcnnDetector:
 
     name = "mtcnn"
 
-    def __init__(self, *, min_face: int = 20, threshold: float | None = None, providers: list[str] | None = None) -> None:
+    def __init__(
+        self, *, min_face: int = 20, threshold: float | None = None, providers: list[str] | None = None
+    ) -> None:
         """min_face: smallest face side in pixels looked for (the pyramid starts at 12/min_face).
         threshold: O-Net score a face needs (default 0.7). providers: onnxruntime execution providers."""
         _check_options(min_face, threshold)
@@ -221,16 +225,18 @@ class MtcnnDetector:
             hs, ws = math.ceil(h * scale), math.ceil(w * scale)
             # Each level from the one above: area resampling from the full frame costs ~10x more.
             scaled = cv2.resize(scaled, (ws, hs), interpolation=cv2.INTER_AREA)
-            offsets, probs = self._pnet.run(["conv2d_4", "softmax"], {"input_1": _normalise(scaled.transpose(1, 0, 2)[None])})
-            prob = probs[0, :, :, 1].T  # back to (rows, cols) of the scaled image
+            # P-Net sees the level transposed, as N, W, H, C; its maps come back transposed too.
+            offsets, probs = self._pnet.run(
+                ["conv2d_4", "softmax"], {"input_1": _normalise(scaled.transpose(1, 0, 2)[None])}
+            )
+            prob = probs[0, :, :, 1].T  # (rows, cols) of the level
             ys, xs = np.nonzero(prob >= self.thresholds[0])
             if len(ys) == 0:
                 continue
-            fx, fy = ws / w, hs / h
-            cells = np.stack(
-                [xs * _PNET_STRIDE / fx, ys * _PNET_STRIDE / fy, (xs * _PNET_STRIDE + _PNET_CELL) / fx, (ys * _PNET_STRIDE + _PNET_CELL) / fy],
-                axis=1,
-            )
+            # Output (row, col) looks at the 12×12 cell whose corner is at 2·(col, row) in the level.
+            corner = np.stack([xs, ys], axis=1) * _PNET_STRIDE
+            to_frame = np.array([w / ws, h / hs, w / ws, h / hs])
+            cells = np.hstack([corner, corner + _PNET_CELL]) * to_frame
             scores = prob[ys, xs]
             reg = offsets[0].transpose(1, 0, 2)[ys, xs]
             keep = nms(cells, scores, 0.5)
@@ -253,14 +259,17 @@ class MtcnnDetector:
 
     def _output(self, frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 3: O-Net's final score, box and five landmarks (given relative to its input crop)."""
-        offsets, points, probs = self._onet.run(["dense_5", "dense_6", "softmax_2"], {"input_3": _crops(frame, boxes, 48)})
+        offsets, points, probs = self._onet.run(
+            ["dense_5", "dense_6", "softmax_2"], {"input_3": _crops(frame, boxes, 48)}
+        )
         scores = probs[:, 1]
         passed = np.flatnonzero(scores >= self.thresholds[2])
         boxes, offsets, points, scores = boxes[passed], offsets[passed], points[passed], scores[passed]
         wh = boxes[:, 2:4] - boxes[:, 0:2]
-        landmarks = np.stack(
-            [boxes[:, 0:1] + points[:, 0:5] * wh[:, 0:1], boxes[:, 1:2] + points[:, 5:10] * wh[:, 1:2]], axis=2
-        )
+        # points: x of the five landmarks, then their y, as fractions of the crop
+        xs = boxes[:, 0:1] + points[:, 0:5] * wh[:, 0:1]
+        ys = boxes[:, 1:2] + points[:, 5:10] * wh[:, 1:2]
+        landmarks = np.stack([xs, ys], axis=2)
         boxes = _regress(boxes, offsets)
         keep = nms(boxes, scores, 0.7, mode="min")
         return boxes[keep], scores[keep], landmarks[keep]
@@ -320,7 +329,7 @@ class ScrfdDetector:
         try:
             from insightface.model_zoo import get_model
         except ImportError as exc:
-            raise WeightsError("InsightFace detectors need the insightface package: pip install insightface") from exc
+            raise WeightsError("InsightFace detectors need the package: `pip install insightface`") from exc
         providers = providers or ["CPUExecutionProvider"]
         try:
             model = get_model(str(onnx_path), providers=providers)
@@ -341,8 +350,11 @@ class ScrfdDetector:
     def detect(self, frame: np.ndarray) -> FaceDetections:
         frame = _check_frame(frame)
         bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        h, w = frame.shape[:2]
         dets, kpss = [], []
         for size in self.input_sizes:
+            if h == 0 or w == 0 or min(size[0] / w, size[1] / h) * min(h, w) < 1:
+                continue  # the letterboxed frame would be less than a pixel thick
             det, kps = self._model.detect(bgr, input_size=size, max_num=0, metric="default")
             if len(det):
                 dets.append(det)
@@ -377,7 +389,8 @@ def _shown(path: Path) -> str:
 def _pack_detector_or_problem(pack: str, root: Path | None) -> tuple[Path | None, str]:
     """The pack's usable detector file, or None and what is wrong, phrased to follow "pack <name> "."""
     if pack not in INSIGHTFACE_PACK_DETECTORS:
-        raise InputError(f"unknown InsightFace pack {pack!r}: choose one of {', '.join(INSIGHTFACE_PACK_DETECTORS)}")
+        known = ", ".join(INSIGHTFACE_PACK_DETECTORS)
+        raise InputError(f"unknown InsightFace pack {pack!r}: choose one of {known}")
     models = _insightface_root(root) / "models"
     folder = models / pack
     if not folder.is_dir():
@@ -428,16 +441,16 @@ def create_detector(
                 raise
             problem = f"unusable: {exc}"
         else:
-            return detector, (
-                f"detector: InsightFace SCRFD {path.stem} from {pack} — its weights are for non-commercial research only"
-            )
+            licence = "its weights are for non-commercial research only"
+            return detector, f"detector: InsightFace SCRFD {path.stem} from {pack} — {licence}"
     if kind == "insightface":
         folder = _insightface_root(root) / "models" / pack
         raise InputError(
             f"InsightFace pack {pack} {problem}: unzip {_INSIGHTFACE_ZOO_URL}/{pack}.zip into {_shown(folder)} "
             "(weights for non-commercial research only), or use the embedded MTCNN detector"
         )
-    return MtcnnDetector(min_face=min_face, threshold=threshold), f"detector: MTCNN (embedded; InsightFace pack {pack} {problem})"
+    detector = MtcnnDetector(min_face=min_face, threshold=threshold)
+    return detector, f"detector: MTCNN (embedded; InsightFace pack {pack} {problem})"
 
 
 __all__ = [
