@@ -236,9 +236,6 @@ def enhance(
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         versions = library_versions()
 
-        summary = Table(title="enhance")
-        for column in ("input", "frames", "faces", "tracks", "saved", "decode / detect / track+select / SR / write (s)", "folder"):
-            summary.add_column(column, overflow="fold")
         warnings: list[str] = []
         for item in sources:
             folder = output_folder(out, item)
@@ -281,17 +278,20 @@ def enhance(
             document = tracks_document(item, model_info, result, folder)
             write_summaries(folder, document)
             t = result.times
-            summary.add_row(
-                item.label, str(result.frames), str(result.faces_found), str(len(document["tracks"])),
-                f"{result.faces_saved}" + (f" (+{result.faces_resumed} resumed)" if result.faces_resumed else ""),
-                f"{t.decode:.1f} / {t.detect:.1f} / {t.track + t.select:.1f} / {t.sr:.1f} / {t.write:.1f}",
-                str(folder),
-            )
+            summary = Table(title=f"enhance {item.label}", show_header=False)
+            summary.add_row("frames", f"{result.frames} processed ({result.decode.frames_decoded} decoded)")
+            summary.add_row("faces", f"{result.faces_found} detected, {len(document['tracks'])} tracks kept")
+            resumed = f" (+{result.faces_resumed} from the interrupted run)" if result.faces_resumed else ""
+            summary.add_row("saved", f"{result.faces_saved} faces enhanced{resumed}")
+            summary.add_row("time (s)", f"decode {t.decode:.1f}, detect {t.detect:.1f}, track+select {t.track + t.select:.1f}, SR {t.sr:.1f}, write {t.write:.1f}")
+            summary.add_row("output", f"{folder} (report.html, manifest.jsonl, tracks.json)")
+            if annotate:
+                summary.add_row("annotated", str(annotate))
+            out_console.print(summary)
             stats = result.decode
             if stats.errors_skipped or stats.reconnects:
                 warnings.append(f"{item.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnects")
             warnings += [f"{item.label}: {w}" for w in stats.warnings]
-        out_console.print(summary)
         for warning in warnings:
             err_console.print(f"[yellow]warning:[/] {warning}")
 

@@ -9,6 +9,8 @@ live only in `SourceInfo.url` and never reach a label, warning, exception or log
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import queue
 import re
 import threading
@@ -24,6 +26,8 @@ from urllib.parse import unquote
 import av
 import cv2
 import numpy as np
+from av.container import InputContainer
+from av.video.stream import VideoStream
 
 from cctvsr.errors import InputError
 from cctvsr.images import read_image
@@ -37,7 +41,7 @@ BACKOFF_CAP_S = 8.0  # longest wait between reconnect attempts
 JOIN_TIMEOUT_S = 2.0  # how long closing the generator waits for the decode thread
 DEFAULT_RAW_FPS = 25.0  # raw H.264/HEVC without timing information (the FFmpeg default too)
 MAX_ERROR_WARNINGS = 5  # per source; later errors are counted and summarised in one line
-MAX_ERRORS_IN_A_ROW = 50  # a file this broken is abandoned; a stream this broken is reopened
+MAX_ERRORS_IN_A_ROW = 20  # a file this broken is abandoned; a stream this broken is reopened
 MAX_STREAM_JUMP_S = 60.0  # a larger jump in a stream's timestamps is a clock reset, not a gap
 
 _AVFMT_NOTIMESTAMPS = 0x0080  # FFmpeg's flag for demuxers whose packets carry no timestamps
@@ -61,7 +65,10 @@ class _LazySha256:
             return None
         value = obj.__dict__.get("_sha256")
         if value is None and obj.kind != "stream" and obj.path is not None:
-            value = file_sha256(obj.path)
+            try:
+                value = file_sha256(obj.path)
+            except OSError as exc:
+                raise InputError(f"{obj.label}: cannot read ({exc.strerror or exc})") from None
             obj.__dict__["_sha256"] = value
         return value
 
@@ -111,6 +118,7 @@ class DecodeStats:
     frames_yielded: int = 0
     errors_skipped: int = 0  # corrupt packets and decode/read errors skipped
     reconnects: int = 0  # stream reconnect attempts, successful or not
+    frames_dropped: int = 0  # live frames let go because the consumer was behind (never in files)
     warnings: list[str] = field(default_factory=list)  # one line each, credentials redacted
     fps: float | None = None  # the frame rate the reader found (or assumed, for raw streams)
 
@@ -218,10 +226,9 @@ def list_sources(spec: str, *, skipped: list[str] | None = None) -> list[SourceI
             extra = f" ({others} other file{'s' if others != 1 else ''})" if others else ""
             raise InputError(f"{path}: no videos or images in this folder{extra}")
         return sources
-    try:
-        kind = _probe_file(path)
-    except PermissionError:
-        kind = None
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot read (permission denied)")
+    kind = _probe_file(path)
     if kind is None:
         raise InputError(f"{path}: not a video or image that can be read")
     return [SourceInfo(label=str(path), kind=kind, path=path)]
@@ -235,7 +242,7 @@ def _stream_options(url: str) -> dict[str, str]:
     return options
 
 
-def _connect(source: SourceInfo) -> av.container.InputContainer:
+def _connect(source: SourceInfo) -> InputContainer:
     """Open a file or stream; PyAV's own exceptions (which may quote the URL) propagate."""
     if source.kind == "stream":
         assert source.url is not None
@@ -243,7 +250,7 @@ def _connect(source: SourceInfo) -> av.container.InputContainer:
     return av.open(str(source.path))
 
 
-def _open(source: SourceInfo) -> av.container.InputContainer:
+def _open(source: SourceInfo) -> InputContainer:
     """Open a file or stream; a one-line, credential-free InputError when that is impossible."""
     try:
         return _connect(source)
@@ -252,14 +259,14 @@ def _open(source: SourceInfo) -> av.container.InputContainer:
         raise InputError(f"{source.label}: cannot open {what} ({_brief(exc, source.url)})") from None
 
 
-def _video_stream(container: av.container.InputContainer, label: str) -> av.video.stream.VideoStream:
+def _video_stream(container: InputContainer, label: str) -> VideoStream:
     stream = container.streams.best("video")
     if stream is None:
         raise InputError(f"{label}: no video stream")
     return stream
 
 
-def _nominal_fps(stream: av.video.stream.VideoStream, raw: bool) -> float | None:
+def _nominal_fps(stream: VideoStream, raw: bool) -> float | None:
     """The frame rate the source states: for raw streams the codec header's (the demuxer's is a guess)."""
     rates = (stream.codec_context.framerate,) if raw else (stream.average_rate, stream.guessed_rate)
     for rate in rates:
@@ -268,7 +275,7 @@ def _nominal_fps(stream: av.video.stream.VideoStream, raw: bool) -> float | None
     return None
 
 
-def _has_no_timestamps(container: av.container.InputContainer) -> bool:
+def _has_no_timestamps(container: InputContainer) -> bool:
     return bool(container.format.flags & _AVFMT_NOTIMESTAMPS)
 
 
@@ -319,10 +326,12 @@ class _Deinterlacer:
     """bwdif (FFmpeg's motion-adaptive deinterlacer) for frames flagged interlaced; progressive
     frames pass through. It returns each frame one frame late, so frames travel with their _Meta."""
 
-    def __init__(self) -> None:
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self._warn = warn
         self._graph: av.filter.Graph | None = None
         self._shape: tuple[int, int, str] | None = None
         self._waiting: deque[_Meta] = deque()
+        self._unavailable = False  # the filter would not build: frames pass as they are
 
     def push(self, meta: _Meta, frame: av.VideoFrame) -> list[tuple[_Meta, av.VideoFrame]]:
         shape = (frame.width, frame.height, frame.format.name)
@@ -330,9 +339,14 @@ class _Deinterlacer:
         if self._graph is not None and shape != self._shape:
             out += self.flush()
         if self._graph is None:
-            if not frame.interlaced_frame:
+            if not frame.interlaced_frame or self._unavailable:
                 return out + [(meta, frame)]
-            self._build(frame)
+            try:
+                self._build(frame)
+            except (av.FFmpegError, ValueError) as exc:
+                self._unavailable = True
+                self._warn(f"interlaced video left as it is: deinterlacer unavailable ({_brief(exc)})")
+                return out + [(meta, frame)]
             self._shape = shape
         assert self._graph is not None
         self._waiting.append(meta)
@@ -405,13 +419,15 @@ def _check_sampling(sampling: FrameSampling) -> None:
         raise InputError(f"frame sampling: every must be a whole number of at least 1 (got {sampling.every})")
     if sampling.fps is not None and not sampling.fps > 0:
         raise InputError(f"frame sampling: fps must be above 0 (got {sampling.fps})")
-    if sampling.start is not None and sampling.start < 0:
-        raise InputError(f"frame sampling: start must be 0 s or later (got {sampling.start})")
+    for name in ("start", "end"):
+        value = getattr(sampling, name)
+        if value is not None and not value >= 0:
+            raise InputError(f"frame sampling: {name} must be 0 s or later (got {value})")
     if sampling.start is not None and sampling.end is not None and sampling.end < sampling.start:
         raise InputError(f"frame sampling: end ({sampling.end} s) is before start ({sampling.start} s)")
 
 
-def _creation_time(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> datetime | None:
+def _creation_time(container: InputContainer, stream: VideoStream) -> datetime | None:
     """The container's creation_time (UTC unless it says otherwise); None when absent or implausible."""
     text = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
     if not text:
@@ -451,6 +467,7 @@ class _Clock:
         self.offset = time_offset
         self.origin = 0.0
         self.fps = DEFAULT_RAW_FPS
+        self.no_timestamps = False  # raw streams: every pts is index / fps
         self.creation: datetime | None = None
         self.last: float | None = None
         self._session_t0: float | None = None
@@ -460,6 +477,8 @@ class _Clock:
         self._conn_base = None
 
     def stamp(self, raw: float | None, index: int) -> tuple[float | None, datetime | None]:
+        if raw is not None and not math.isfinite(raw):
+            raw = None
         if self.live:
             now = time.monotonic()
             if self._session_t0 is None:
@@ -482,7 +501,7 @@ class _Clock:
         if raw is not None:
             pts = raw - self.origin
         else:
-            pts = index / self.fps if self.last is None else self.last + 1.0 / self.fps
+            pts = index / self.fps if self.no_timestamps or self.last is None else self.last + 1.0 / self.fps
         self.last = pts
         wall = self.creation + timedelta(seconds=pts + self.offset) if self.creation is not None else None
         return pts, wall
@@ -496,15 +515,17 @@ class _Reader:
         source: SourceInfo,
         sampling: FrameSampling,
         stats: DecodeStats,
-        emit: Callable[[Frame], bool],
+        emit: Callable[[Frame, bool], bool | None],
         time_offset: float,
     ) -> None:
         self.source = source
         self.label = source.label
         self.stats = stats
-        self.emit = emit
+        self.emit = emit  # (frame, wait) -> True: queued, None: queue full (only without wait), False: halted
+        self.realtime = False  # a live stream: frames the consumer cannot take are let go, not waited for
         self.sampler = _Sampler(sampling)
-        self.skip_to = sampling.start if sampling.start else None
+        # files reach `start` by counting packets; a stream's packet times are on another clock
+        self.skip_to = sampling.start if sampling.start and source.kind != "stream" else None
         self.clock = _Clock(live=source.kind == "stream", time_offset=time_offset)
         self.index = 0
         self.errors = 0  # errors of this source, for the "and N more" summary
@@ -512,13 +533,14 @@ class _Reader:
     def warn(self, message: str) -> None:
         self.stats.warnings.append(f"{self.label}: {_scrub(message, self.source.url)}")
 
-    def skip_error(self, what: str, exc: BaseException | None = None) -> None:
+    def count_error(self, what: str, exc: BaseException | None = None) -> None:
+        """Count one damaged packet or failed read; the first few also become warnings."""
         self.stats.errors_skipped += 1
         self.errors += 1
         if self.errors <= MAX_ERROR_WARNINGS:
-            where = f" after {self.clock.last:.2f} s" if self.clock.last is not None else " before the first frame"
+            where = f"after {self.clock.last:.2f} s" if self.clock.last is not None else "before the first frame"
             reason = f" ({_brief(exc, self.source.url)})" if exc is not None else ""
-            self.warn(f"skipped {what}{where}{reason}")
+            self.warn(f"{what} {where}{reason}")
 
     def finish_errors(self) -> None:
         if self.errors > MAX_ERROR_WARNINGS:
@@ -526,7 +548,7 @@ class _Reader:
 
     # -- one open container --------------------------------------------------------------------
 
-    def packets(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, live: bool) -> Iterator[av.Packet]:
+    def packets(self, container: InputContainer, stream: VideoStream, *, live: bool) -> Iterator[av.Packet]:
         """Demuxed packets; read errors are skipped in files (the demuxer resyncs) and end a stream."""
         demux = container.demux(stream)
         in_a_row = 0
@@ -539,7 +561,7 @@ class _Reader:
                 if live:
                     raise _Dropped(_brief(exc, self.source.url)) from None
                 in_a_row += 1
-                self.skip_error("unreadable data", exc)
+                self.count_error("skipped unreadable data", exc)
                 if in_a_row >= MAX_ERRORS_IN_A_ROW:
                     self.warn(f"gave up reading after {in_a_row} errors in a row; kept what was decoded")
                     return
@@ -547,7 +569,7 @@ class _Reader:
                 continue
             in_a_row = 0
             if packet.is_corrupt:
-                self.skip_error("a corrupt packet")
+                self.count_error("corrupt packet, decoded as far as it goes,")
             yield packet
 
     def until_start(self, packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
@@ -570,12 +592,12 @@ class _Reader:
         yield from gop
         yield from packets
 
-    def decode(self, container: av.container.InputContainer, *, live: bool) -> None:
+    def decode(self, container: InputContainer, *, live: bool) -> None:
         """Decode every frame of one open container into the queue. Raises _Stop, _PastEnd, _Dropped."""
         stream = _video_stream(container, self.label)
         codec = stream.codec_context
         codec.thread_type = "AUTO"
-        deinterlacer = _Deinterlacer()
+        deinterlacer = _Deinterlacer(self.warn)
         decode_errors_in_a_row = 0
 
         def handle(frames: list[av.VideoFrame]) -> None:
@@ -589,11 +611,11 @@ class _Reader:
                     self.offer(meta_out, frame_out)
 
         try:
-            for packet in self.until_start(self.packets(container, stream, live)):
+            for packet in self.until_start(self.packets(container, stream, live=live)):
                 try:
                     frames = packet.decode()
                 except (av.FFmpegError, OSError) as exc:
-                    self.skip_error("a packet that would not decode", exc)
+                    self.count_error("skipped a packet that would not decode", exc)
                     decode_errors_in_a_row += 1
                     if live and decode_errors_in_a_row >= MAX_ERRORS_IN_A_ROW:
                         raise _Dropped(f"{decode_errors_in_a_row} decode errors in a row") from None
@@ -601,7 +623,7 @@ class _Reader:
                 decode_errors_in_a_row = 0
                 handle(frames)
         except _Dropped:
-            handle(self._drain(codec))  # frames still inside the decoder were received before the drop
+            handle(self._drain(codec, stream.time_base))  # frames the decoder still held arrived before the drop
             for meta_out, frame_out in deinterlacer.flush():
                 self.offer(meta_out, frame_out)
             raise
@@ -609,19 +631,25 @@ class _Reader:
             self.offer(meta_out, frame_out)
 
     @staticmethod
-    def _drain(codec: av.codec.context.CodecContext) -> list[av.VideoFrame]:
+    def _drain(codec: av.codec.context.CodecContext, time_base: Fraction | None) -> list[av.VideoFrame]:
         try:
-            return list(codec.decode(None))
+            frames = list(codec.decode(None))
         except (av.FFmpegError, OSError):
             return []
+        for frame in frames:  # frames flushed without a packet carry no time base of their own
+            frame.time_base = time_base
+        return frames
 
     def offer(self, meta: _Meta, frame: av.VideoFrame) -> None:
         if self.sampler.after_end(meta.pts):
             raise _PastEnd
         if self.sampler.before_start(meta.pts) or not self.sampler.keep(meta.pts):
             return
-        if not self.emit(Frame(meta.index, meta.pts, meta.wall_time, _to_rgb(frame, meta))):
+        queued = self.emit(Frame(meta.index, meta.pts, meta.wall_time, _to_rgb(frame, meta)), not self.realtime)
+        if queued is False:
             raise _Stop
+        if queued is None:
+            self.stats.frames_dropped += 1
 
     # -- whole sources -------------------------------------------------------------------------
 
@@ -636,6 +664,7 @@ class _Reader:
             self.clock.creation = _creation_time(container, stream)
             if raw:
                 self.clock.fps = fps or DEFAULT_RAW_FPS
+                self.clock.no_timestamps = True
                 self.skip_to = None  # no timestamps to skip by
                 stated = f"{fps:g} fps stated in the stream" if fps else f"an assumed {DEFAULT_RAW_FPS:g} fps"
                 self.warn(f"raw {container.format.name} stream without timestamps: times derived from {stated}")
@@ -647,7 +676,7 @@ class _Reader:
                 self.finish_errors()
             self._check_complete(container, stream)
 
-    def _check_complete(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
+    def _check_complete(self, container: InputContainer, stream: VideoStream) -> None:
         """Warn when a file ended before what its header promised (a cut-off recording)."""
         got = self.index
         if stream.frames and got < stream.frames * 0.98 - 1:
@@ -663,6 +692,13 @@ class _Reader:
                 self.warn(f"ended at {self.clock.last:.2f} s of {stated:.2f} s (file truncated or damaged)")
 
     def read_stream(self, reconnect: int, backoff: float, halted: Callable[[float], bool]) -> None:
+        try:
+            self._read_stream(reconnect, backoff, halted)
+        finally:
+            if self.stats.frames_dropped:
+                self.warn(f"{self.stats.frames_dropped} frames let go: processing fell behind the live stream")
+
+    def _read_stream(self, reconnect: int, backoff: float, halted: Callable[[float], bool]) -> None:
         container = _open(self.source)  # the first connection must work: a wrong URL is an InputError
         failures = 0  # reconnect attempts since frames last arrived
         while True:
@@ -673,6 +709,8 @@ class _Reader:
                     if self.stats.fps is None:
                         self.stats.fps = _nominal_fps(_video_stream(container, self.label), raw=False)
                         self.clock.fps = self.stats.fps or DEFAULT_RAW_FPS
+                    # RTSP is live; over HTTP, a source without a duration is (a finite file has one)
+                    self.realtime = (self.source.url or "").lower().startswith("rtsp") or not container.duration
                     self.decode(container, live=True)
                 return  # a clean end of stream: the server ended it
             except _PastEnd:
@@ -688,7 +726,8 @@ class _Reader:
             self.warn(f"stream dropped at {at} ({reason})")
             while True:
                 if failures >= reconnect:
-                    self.warn(f"stream did not come back after {failures} reconnect attempt{'s' * (failures != 1)}; stopped")
+                    attempts = f"{failures} reconnect attempt{'s' * (failures != 1)}"
+                    self.warn(f"stream did not come back after {attempts}; stopped")
                     return
                 if halted(min(backoff * 2**failures, BACKOFF_CAP_S)):
                     raise _Stop
@@ -719,7 +758,6 @@ def _image_frames(source: SourceInfo, stats: DecodeStats, stop: threading.Event 
     stats.frames_decoded += 1
     if stop is not None and stop.is_set():
         return
-    stats.fps = None
     stats.frames_yielded += 1
     yield Frame(index=0, pts=None, wall_time=None, image=decoded.rgb)
 
@@ -738,11 +776,13 @@ def read_frames(
     """Frames of `source`, decoded ahead in a daemon thread (at most `queue_size` waiting).
 
     Closing the generator or setting `stop` ends the thread. Input that cannot be opened raises
-    InputError; damage later in a file is skipped with counted warnings. A stream that drops is
+    InputError; damage later in a file is skipped with counted warnings. A stream that drops (a
+    read error, a reset, or SOCKET_TIMEOUT_S of silence; a clean end of stream is an end) is
     reopened after `backoff`, 2·`backoff`, 4·`backoff` … (capped at BACKOFF_CAP_S) seconds, up to
-    `reconnect` attempts in a row without a frame, then the generator ends with a warning.
-    `time_offset` (seconds) corrects a camera clock in files' wall times; streams are stamped with
-    the time of receipt on this machine.
+    `reconnect` attempts in a row without a frame, then the generator ends with a warning. A live
+    stream is read at its own pace: frames that find the queue full are let go and counted
+    (`frames_dropped`), so the camera connection never stalls. `time_offset` (seconds) corrects a
+    camera clock in files' wall times; streams are stamped with the time of receipt.
     """
     _check_sampling(sampling)
     if queue_size < 1:
@@ -767,13 +807,14 @@ def read_frames(
                 return False
             halt.wait(min(remaining, 0.05))
 
-    def put(item: object) -> bool:
+    def put(item: object, wait: bool = True) -> bool | None:
         while not halted():
             try:
-                items.put(item, timeout=0.05)
+                items.put(item, timeout=0.05) if wait else items.put_nowait(item)
                 return True
             except queue.Full:
-                continue
+                if not wait:
+                    return None
         return False
 
     def produce() -> None:

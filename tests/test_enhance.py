@@ -1,0 +1,183 @@
+"""`cctvsr enhance` end to end on the demo clip, whose ground truth is known exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cctvsr.assets import sha256_file
+from cctvsr.cli import app
+from cctvsr.sr.weights import save_model_dir
+from samples.make_demo_clip import gt_path, make_demo_clip
+from tests.conftest import tiny_weights
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("enhance")
+    clip = make_demo_clip(root / "demo.mp4")
+    weights = tiny_weights()
+    model = save_model_dir(root / "tiny-model", weights.config, weights.state_dict)
+    return {"root": root, "clip": clip, "model": model, "gt": gt_path(clip)}
+
+
+@pytest.fixture(scope="module")
+def all_frames_run(demo: dict[str, Path]) -> Path:
+    """One uninterrupted --all-frames run: every tracked face is in the manifest."""
+    out = demo["root"] / "all-frames"
+    result = runner.invoke(app, ["enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames"])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = out.iterdir()
+    return folder
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _manifest(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def _person(record: dict, truth: dict) -> int | None:
+    faces = truth["per_frame"][record["frame_index"]]["faces"]
+    scored = [(_iou(record["box"], face["box"]), face["person_id"]) for face in faces]
+    best = max(scored, default=(0.0, None))
+    return best[1] if best[0] >= 0.5 else None
+
+
+def test_demo_clip_tracks_all_six_people_each_in_tracks_of_one_person(demo: dict[str, Path], all_frames_run: Path) -> None:
+    truth = json.loads(demo["gt"].read_text())
+    records = _manifest(all_frames_run)
+    people_of_track: dict[int, set[int]] = {}
+    for record in records:
+        person = _person(record, truth)
+        assert person is not None, f"saved face matches nobody: frame {record['frame_index']} box {record['box']}"
+        people_of_track.setdefault(record["track_id"], set()).add(person)
+    assert all(len(people) == 1 for people in people_of_track.values()), people_of_track
+    assert set().union(*people_of_track.values()) == set(range(6))
+    # Recall per frame: tracked faces found / faces in the ground truth (a track's first
+    # detection is never confirmed, so frame 0 cannot count).
+    found = {(r["frame_index"], _person(r, truth)) for r in records}
+    expected = {(f["index"], face["person_id"]) for f in truth["per_frame"][1:] for face in f["faces"]}
+    recall = len(found & expected) / len(expected)
+    assert recall >= 0.8, recall
+
+
+def test_every_saved_face_is_recorded_with_hashes_and_exact_4x_output(all_frames_run: Path) -> None:
+    records = _manifest(all_frames_run)
+    assert len(records) > 200
+    for record in records[::7]:
+        for kind, entry in record["outputs"].items():
+            assert sha256_file(all_frames_run / entry["path"]) == entry["sha256"], kind
+        lr = cv2.imread(str(all_frames_run / record["outputs"]["lr"]["path"]))
+        sr = cv2.imread(str(all_frames_run / record["outputs"]["sr"]["path"]))
+        assert lr.shape[1::-1] == tuple(record["crop_size"])
+        assert sr.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
+        assert record["model"]["name"] == "tiny-model" and record["precision"] in ("fp32", "bf16")
+    assert len({(r["track_id"], r["frame_index"]) for r in records}) == len(records)
+
+
+def test_sr_png_says_it_is_ai_enhanced(all_frames_run: Path) -> None:
+    from PIL import Image
+
+    record = _manifest(all_frames_run)[0]
+    text = Image.open(all_frames_run / record["outputs"]["sr"]["path"]).text
+    assert "AI-enhanced" in text["Comment"] and "tiny" in text["Comment"]
+
+
+def test_tracks_json_agrees_with_manifest_and_report_links_only_existing_files(all_frames_run: Path) -> None:
+    records = _manifest(all_frames_run)
+    tracks = json.loads((all_frames_run / "tracks.json").read_text())["tracks"]
+    assert sorted(t["track_id"] for t in tracks) == sorted({r["track_id"] for r in records})
+    for track in tracks:
+        own = [r for r in records if r["track_id"] == track["track_id"]]
+        assert track["faces_saved"] == len(own)
+        assert track["faces_seen"] >= len(own)
+        best = max(own, key=lambda r: r["quality"]["total"])
+        assert track["best"]["sr"] == best["outputs"]["sr"]["path"]
+    html = (all_frames_run / "report.html").read_text()
+    links = re.findall(r'src="([^"]+)"', html)
+    assert len(links) == 3 * len(tracks)
+    assert all((all_frames_run / link).is_file() and not link.startswith(("/", "http")) for link in links)
+    assert html.count("AI-enhanced — not an original image") >= len(tracks)
+
+
+def test_best_k_keeps_at_most_k_faces_per_track(demo: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["enhance", str(demo["clip"]), "-o", str(tmp_path / "o"), "--model", str(demo["model"]), "--best", "2", "--every", "2"])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = (tmp_path / "o").iterdir()
+    records = _manifest(folder)
+    per_track: dict[int, int] = {}
+    for record in records:
+        per_track[record["track_id"]] = per_track.get(record["track_id"], 0) + 1
+    assert len(per_track) == 6 and set(per_track.values()) == {2}
+    assert all(r["frame_index"] % 2 == 0 for r in records)
+
+
+def test_killed_run_resumed_ends_with_the_same_manifest(demo: dict[str, Path], all_frames_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "cctvsr", "enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / all_frames_run.name / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.exists() and manifest.read_bytes().count(b"\n") >= 30:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_lines = manifest.read_bytes().count(b"\n")
+    assert 30 <= killed_lines < len(_manifest(all_frames_run))
+
+    refused = runner.invoke(app, args[3:])
+    assert refused.exit_code == 2 and "--resume" in refused.stderr
+    resumed = runner.invoke(app, [*args[3:], "--resume"])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert manifest.read_text() == (all_frames_run / "manifest.jsonl").read_text()
+
+
+def test_resume_with_different_options_is_refused(demo: dict[str, Path], all_frames_run: Path) -> None:
+    out = all_frames_run.parent
+    result = runner.invoke(app, ["enhance", str(demo["clip"]), "-o", str(out), "--model", str(demo["model"]), "--best", "5", "--resume"])
+    assert result.exit_code == 2
+    assert "options differ" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_path: Path) -> None:
+    import av
+
+    clip = tmp_path / "empty-corridor.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        base = np.full((96, 160, 3), 90.0)
+        for _ in range(20):
+            frame = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    result = runner.invoke(app, ["enhance", str(clip), "-o", str(tmp_path / "o"), "--model", str(demo["model"])])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = (tmp_path / "o").iterdir()
+    assert json.loads((folder / "tracks.json").read_text())["tracks"] == []
+    assert (folder / "manifest.jsonl").read_text() == ""
