@@ -158,7 +158,8 @@ def test_resume_with_different_options_is_refused(demo: dict[str, Path], all_fra
     out = all_frames_run.parent
     result = runner.invoke(app, ["enhance", str(demo["clip"]), "-o", str(out), "--model", str(demo["model"]), "--best", "5", "--resume"])
     assert result.exit_code == 2
-    assert "options differ" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "options differ" in errors[0]
 
 
 def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_path: Path) -> None:
