@@ -1,8 +1,10 @@
 """SuperResolver: runs the generator on uint8 RGB crops of any size and returns each ×4.
 
-A crop's result never depends on its batch-mates: its padded size is a function of its own size
-(next multiple of 8, reflect padding, output cropped back), and only crops of the same padded size
-share a batch (on CPU only identical sizes, since padding there is pure waste). A crop larger than
+A crop's result never depends on its batch-mates: its padded size is a function of its own size,
+and only crops of the same padded size share a batch. On CUDA that size is the next multiple of 8
+(reflect padding, output cropped back), so similar sizes batch together; on CPU it is the crop's
+own size, since batching gains little there and padding would only add work and change the
+result near the bottom and right edges. A crop larger than
 one window (tile + 2 × overlap) is cut into windows at a stride of `tile`: each window carries
 `overlap` pixels of context on every side, and neighbours are blended across their shared 2 ×
 overlap band, which bounds memory without a seam.
@@ -25,7 +27,7 @@ from cctvsr.errors import DeviceError, InputError
 from cctvsr.sr.weights import GeneratorWeights
 
 SCALE = 4
-PAD_MULTIPLE = 8
+PAD_MULTIPLE = 8  # on CUDA; 1 on CPU
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -95,8 +97,8 @@ class _Piece:
     w: int
 
 
-def _padded(n: int) -> int:
-    return math.ceil(n / PAD_MULTIPLE) * PAD_MULTIPLE
+def _padded(n: int, multiple: int) -> int:
+    return math.ceil(n / multiple) * multiple
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -148,6 +150,7 @@ class SuperResolver:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.window = tile + 2 * tile_overlap if tile else 0
+        self.pad_multiple = 1 if self.plan.device.type == "cpu" else PAD_MULTIPLE
         model = weights.build().to(device=self.plan.device, dtype=self.plan.weight_dtype)
         self.model = model.to(memory_format=torch.channels_last) if self.plan.channels_last else model
 
@@ -170,7 +173,7 @@ class SuperResolver:
         results: list[np.ndarray | None] = [None] * len(crops)
         for key, pieces in groups.items():
             for chunk in self._chunks(pieces, key):
-                batch = np.stack([self._padded_piece(crops[p.crop], p) for p in chunk])
+                batch = np.stack([self._padded_piece(crops[p.crop], p, key) for p in chunk])
                 for piece, out in zip(chunk, self._forward(batch)):
                     out = out[: piece.h * SCALE, : piece.w * SCALE]
                     if piece.crop in tiled:
@@ -194,21 +197,19 @@ class SuperResolver:
                 yield _Piece(index, y, x, wh, ww)
 
     def _batch_key(self, piece: _Piece) -> tuple[int, int]:
-        if self.plan.device.type == "cpu":
-            return piece.h, piece.w
-        return _padded(piece.h), _padded(piece.w)
+        return _padded(piece.h, self.pad_multiple), _padded(piece.w, self.pad_multiple)
 
     def _chunks(self, pieces: list[_Piece], key: tuple[int, int]) -> Iterator[list[_Piece]]:
         # Bound memory: a batch holds at most batch_size pieces and about one window's pixels.
-        budget = max(1, (self.window or 288) ** 2 // (_padded(key[0]) * _padded(key[1])))
+        budget = max(1, (self.window or 288) ** 2 // (key[0] * key[1]))
         size = min(self.batch_size, budget)
         for start in range(0, len(pieces), size):
             yield pieces[start : start + size]
 
     @staticmethod
-    def _padded_piece(crop: np.ndarray, piece: _Piece) -> np.ndarray:
+    def _padded_piece(crop: np.ndarray, piece: _Piece, size: tuple[int, int]) -> np.ndarray:
         region = crop[piece.y : piece.y + piece.h, piece.x : piece.x + piece.w]
-        pad = ((0, _padded(piece.h) - piece.h), (0, _padded(piece.w) - piece.w), (0, 0))
+        pad = ((0, size[0] - piece.h), (0, size[1] - piece.w), (0, 0))
         return np.pad(region, pad, mode="reflect") if any(p[1] for p in pad) else region
 
     def _blend(self, accumulator: tuple[np.ndarray, np.ndarray], piece: _Piece, out: np.ndarray, shape: tuple[int, ...]) -> None:
