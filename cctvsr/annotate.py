@@ -35,10 +35,11 @@ class AnnotatedVideo:
 
     TIME_BASE = Fraction(1, 1000)
 
-    def __init__(self, path: Path, fps: float | None) -> None:
+    NOMINAL_FPS = 25.0  # the stream's declared rate; frame timestamps come from the source
+
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        self.fps = fps or 25.0
         self.container: av.container.OutputContainer | None = None
         self.stream = None
         self.last_pts = -1
@@ -49,7 +50,7 @@ class AnnotatedVideo:
         if self.container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.tmp), mode="w", format="mp4")
-            self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self.stream = self.container.add_stream("libx264", rate=Fraction(self.NOMINAL_FPS).limit_denominator(1001))
             self.stream.width, self.stream.height = w - w % 2, h - h % 2
             self.stream.pix_fmt = "yuv420p"
             self.stream.time_base = self.TIME_BASE
@@ -57,7 +58,7 @@ class AnnotatedVideo:
         if image.shape[:2] != (self.stream.height, self.stream.width):
             return  # a frame of another size (folder inputs): not part of this video
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        pts = round(frame.pts * 1000) if frame.pts is not None else self.last_pts + round(1000 / self.fps)
+        pts = round(frame.pts * 1000) if frame.pts is not None else self.last_pts + round(1000 / self.NOMINAL_FPS)
         video_frame.pts = max(pts, self.last_pts + 1)
         video_frame.time_base = self.TIME_BASE
         self.last_pts = video_frame.pts

@@ -215,7 +215,7 @@ def enhance(
     from cctvsr.faces.track import FaceTracker
     from cctvsr.manifest import ManifestWriter
     from cctvsr.pipeline import EnhanceOptions, FaceWriter, ProgressHooks, run_enhance
-    from cctvsr.video import FrameSampling, list_sources, probe_fps
+    from cctvsr.video import FrameSampling, list_sources
 
     with user_errors():
         if end is not None and start is not None and end <= start:
@@ -251,9 +251,7 @@ def enhance(
                 "options": options.to_json(),
                 "versions": versions,
             }
-            frame_rate = probe_fps(item) or 25.0
-            tracker = FaceTracker(frame_rate / every if fps is None else min(fps, frame_rate), min_track_len=min_track_len)
-            annotated = AnnotatedVideo(annotate, frame_rate) if annotate else None
+            annotated = AnnotatedVideo(annotate) if annotate else None
             with _progress_counts() as progress, ManifestWriter(folder / MANIFEST_FILE) as manifest:
                 frames_task = progress.add_task(f"frames  {item.label}", total=None)
                 found_task = progress.add_task("faces found", total=None)
@@ -265,7 +263,7 @@ def enhance(
                 )
                 try:
                     result = run_enhance(
-                        item, options, face_detector, tracker, resolver,
+                        item, options, face_detector, lambda rate: FaceTracker(rate, min_track_len=min_track_len), resolver,
                         FaceWriter(folder, manifest, common, f"{weights.name} (sha256 {weights.sha256[:12]})"),
                         done=done, hooks=hooks, on_frame=annotated.add if annotated else None,
                     )
@@ -290,8 +288,10 @@ def enhance(
             out_console.print(summary)
             stats = result.decode
             if stats.errors_skipped or stats.reconnects:
-                warnings.append(f"{item.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnects")
-            warnings += [f"{item.label}: {w}" for w in stats.warnings]
+                warnings.append(
+                    f"{item.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnect attempt(s)"
+                )
+            warnings += stats.warnings  # each already names its input
         for warning in warnings:
             err_console.print(f"[yellow]warning:[/] {warning}")
 

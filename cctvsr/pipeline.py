@@ -112,6 +112,13 @@ class ProgressHooks:
     saved: Callable[[int], None] = lambda n: None  # faces enhanced and written so far
 
 
+def processed_rate(native_fps: float | None, sampling: FrameSampling, default: float = 25.0) -> float:
+    """Frames per second that reach the tracker after `--every` / `--fps` (its lost-track buffer
+    is counted in those frames)."""
+    rate = native_fps or default
+    return rate / sampling.every if sampling.fps is None else min(sampling.fps, rate / sampling.every)
+
+
 def _when(frame: Frame) -> dict[str, Any]:
     return {
         "frame": frame.index,
@@ -128,14 +135,15 @@ class _Producer:
         source: SourceInfo,
         options: EnhanceOptions,
         detector: FaceDetector,
-        tracker: FaceTracker,
+        make_tracker: Callable[[float], FaceTracker],
         result: EnhanceResult,
         hooks: ProgressHooks,
         out: queue.Queue,
         stop: threading.Event,
         on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None,
     ) -> None:
-        self.source, self.options, self.detector, self.tracker = source, options, detector, tracker
+        self.source, self.options, self.detector, self.make_tracker = source, options, detector, make_tracker
+        self.tracker: FaceTracker | None = None  # made at the first frame, when the frame rate is known
         self.result, self.hooks, self.out, self.stop = result, hooks, out, stop
         self.on_frame = on_frame
         self.keeper: BestFaces[FaceCandidate] = BestFaces(None if options.all_frames else options.best)
@@ -176,6 +184,8 @@ class _Producer:
                 times.decode += t1 - t0
                 if frame is None:
                     break
+                if self.tracker is None:
+                    self.tracker = self.make_tracker(processed_rate(result.decode.fps, self.options.sampling))
                 detections = self.detector.detect(frame.image)
                 t2 = time.perf_counter()
                 ids = self.tracker.update(detections)
@@ -194,7 +204,7 @@ class _Producer:
                 self.hooks.found(result.faces_found)
         finally:
             frames.close()  # type: ignore[attr-defined]
-        if self.stop.is_set():
+        if self.stop.is_set() or self.tracker is None:
             return
         for track_id, faces in sorted(self.keeper.finish_all().items()):
             self._release(track_id, faces)
@@ -273,7 +283,7 @@ def run_enhance(
     source: SourceInfo,
     options: EnhanceOptions,
     detector: FaceDetector,
-    tracker: FaceTracker,
+    make_tracker: Callable[[float], FaceTracker],
     resolver: SuperResolver,
     writer: FaceWriter,
     *,
@@ -281,11 +291,12 @@ def run_enhance(
     hooks: ProgressHooks = ProgressHooks(),
     on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None = None,
 ) -> EnhanceResult:
-    """Run one input through the pipeline; faces whose (track, frame) is in `done` are not rewritten."""
+    """Run one input through the pipeline; faces whose (track, frame) is in `done` are not rewritten.
+    `make_tracker(frame_rate)` is called at the first frame with the rate frames reach the tracker."""
     result = EnhanceResult()
     units: queue.Queue = queue.Queue(QUEUE_UNITS)
     stop = threading.Event()
-    producer = _Producer(source, options, detector, tracker, result, hooks, units, stop, on_frame)
+    producer = _Producer(source, options, detector, make_tracker, result, hooks, units, stop, on_frame)
     thread = threading.Thread(target=producer.run, name="cctvsr-producer", daemon=True)
     thread.start()
     first_crop = last_crop = None

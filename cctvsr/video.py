@@ -186,7 +186,8 @@ def _probe_file(path: Path) -> SourceKind | None:
     try:
         with av.open(str(path)) as container:
             name = container.format.name
-            if container.streams.video and name != "image2" and not name.endswith("_pipe"):
+            decodable = any(stream.codec_context is not None for stream in container.streams.video)
+            if decodable and name != "image2" and not name.endswith("_pipe"):
                 return "video"
     except Exception:  # noqa: BLE001 - any failure to open means "not a video PyAV can read"
         pass
@@ -263,6 +264,8 @@ def _video_stream(container: InputContainer, label: str) -> VideoStream:
     stream = container.streams.best("video")
     if stream is None:
         raise InputError(f"{label}: no video stream")
+    if stream.codec_context is None:  # e.g. a damaged index that names no codec
+        raise InputError(f"{label}: no decodable video stream (unknown codec)")
     return stream
 
 
