@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,21 +67,26 @@ def compose_output(sr_rgb: np.ndarray, source: DecodedImage) -> np.ndarray:
     return sr_rgb
 
 
-def write_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> None:
-    """Write grey, RGB or RGBA as PNG via a temporary file and a rename: never a half-written file.
-    `text` becomes PNG iTXt chunks (provenance that travels with the file)."""
+def encode_png(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """Grey, RGB or RGBA as PNG bytes; `text` becomes iTXt chunks (provenance that travels with the file)."""
     if text:
         info = PngInfo()
         for key, value in text.items():
             info.add_itxt(key, value)
-        with atomic_path(path) as tmp:
-            Image.fromarray(image).save(tmp, format="PNG", pnginfo=info, compress_level=3)
-        return
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", pnginfo=info, compress_level=3)
+        return buffer.getvalue()
     if image.ndim == 3:
-        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-        image = cv2.cvtColor(image, code)
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
-        raise InputError(f"{path}: PNG encoding failed")
+        raise InputError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def write_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> str:
+    """Write a PNG via a temporary file and a rename (never a half-written file); its sha256."""
+    data = encode_png(image, text)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()

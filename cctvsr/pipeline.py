@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from cctvsr.assets import sha256_file
 from cctvsr.errors import InputError
 from cctvsr.faces.crop import FaceCrop, crop_face
 from cctvsr.faces.detections import FaceDetections, FaceDetector
@@ -97,7 +96,6 @@ class EnhanceResult:
     faces_saved: int = 0
     faces_resumed: int = 0
     tracks: dict[int, TrackLog] = field(default_factory=dict)
-    kept_tracks: set[int] = field(default_factory=set)
     records: list[dict[str, Any]] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
     decode: DecodeStats = field(default_factory=DecodeStats)
@@ -155,7 +153,6 @@ class _Producer:
 
     def _release(self, track_id: int, faces: list[FaceCandidate]) -> None:
         if self.tracker.long_enough(track_id):
-            self.result.kept_tracks.add(track_id)
             self._emit(faces)
 
     def run(self) -> None:
@@ -229,7 +226,6 @@ class _Producer:
                 if self.tracker.long_enough(face.track_id):
                     released.extend(self.waiting.pop(face.track_id, []))
                     released.append(face)
-                    self.result.kept_tracks.add(face.track_id)
                 else:
                     self.waiting.setdefault(face.track_id, []).append(face)
         self._emit(released)
@@ -257,8 +253,7 @@ class FaceWriter:
         outputs = {}
         for kind, image, text in (("lr", lr, None), ("bicubic", bicubic, None), ("sr", sr, self.sr_text)):
             rel = f"{stem}_{kind}.png"
-            write_png(self.folder / rel, image, text)
-            outputs[kind] = {"path": rel, "sha256": sha256_file(self.folder / rel)}
+            outputs[kind] = {"path": rel, "sha256": write_png(self.folder / rel, image, text)}
         x1, y1, x2, y2 = face.crop.box
         record = {
             **self.common,
