@@ -184,7 +184,7 @@ def make_demo_clip(out: Path, *, seconds: float = 4.0, fps: float = 12.0, seed: 
             stream.pix_fmt = "yuv420p"
             stream.bit_rate = BIT_RATE
             stream.codec_context.thread_count = 1  # x264's output is then the same on every machine
-            stream.options = {"preset": "medium"}
+            stream.options = {"preset": "medium", "x264-params": "threads=1:lookahead-threads=1"}
             for rgb in render_frames(photo, truth):
                 for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                     container.mux(packet)

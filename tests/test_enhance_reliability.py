@@ -213,7 +213,10 @@ def test_stream_that_drops_once_is_reconnected_and_faces_after_the_drop_are_save
     assert any(re.search(r"\b0 damaged packets/frames skipped, 1 reconnects?\b", w) for w in warnings), warnings
     assert any("stream dropped at" in w for w in warnings), warnings
     assert not any("did not come back" in w or "fell behind" in w for w in warnings), warnings
-    assert "processed (48 decoded)" in result.stdout
+    # Frames between the cut and the next keyframe of the continuation cannot be decoded; how many
+    # depends on where the demuxer stood when the connection died, so only a floor is pinned.
+    decoded = int(re.search(r"processed \((\d+) decoded\)", result.stdout)[1])
+    assert 36 <= decoded <= 48, result.stdout
     frames = sorted({r["frame_index"] for r in _manifest(_only_folder(out))})
     assert [f for f in frames if f >= before], f"no face saved from after the drop (frame {before} on): {frames}"
     assert [f for f in frames if f < before], frames
