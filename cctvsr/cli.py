@@ -297,6 +297,93 @@ def enhance(
 
 
 @app.command()
+def calibrate(
+    camera_dir: Annotated[Optional[Path], typer.Option(help="Footage of one site: videos and/or images, searched recursively.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The pool file to write (e.g. site.pool.npz).")] = None,
+    show: Annotated[Optional[Path], typer.Option(help="Summarise an existing pool and write a preview PNG beside it, instead.")] = None,
+    max_frames: Annotated[int, typer.Option(min=1, help="Frames sampled evenly across all the footage.")] = 64,
+    faces_only: Annotated[bool, typer.Option("--faces-only", help="Estimate from detected faces of at least 64 px (as the paper did), not whole frames.")] = False,
+    kernels: Annotated[int, typer.Option(min=1, help="Blur kernels to estimate (KernelGAN, one region each).")] = 8,
+    kernel_iters: Annotated[int, typer.Option(min=1, help="Most KernelGAN iterations per kernel (the paper's 3000); it stops early once the kernel stops changing.")] = 3000,
+    max_noise_patches: Annotated[int, typer.Option(min=0, help="Most noise patches kept.")] = 1000,
+    jpeg_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability that training degradation applies JPEG at the estimated quality.")] = 0.9,
+    precision: Annotated[str, typer.Option(help="KernelGAN arithmetic: auto (bf16 where the CPU has it natively), fp32 or bf16.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed: a rerun with the same footage and options gives the same pool.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the kernels an interrupted calibration finished.")] = False,
+) -> None:
+    """Learn a camera's blur kernels, noise and compression from its own footage (KernelGAN + the paper's noise rule + JPEG estimation).
+
+    Writes a DegradationPool that `finetune` and `evaluate` use to degrade faces the way this site's cameras do.
+    """
+    from cctvsr.calibrate import CalibrationOptions, calibrate as run_calibration
+    from cctvsr.degrade.pool import DegradationPool
+    from cctvsr.video import list_sources
+
+    with user_errors():
+        if show is not None:
+            pool = DegradationPool.load(show)
+            table = Table(title=f"pool {show}", show_header=False)
+            for key, value in pool.summary().items():
+                table.add_row(str(key), str(value))
+            preview = show.with_name(show.name.removesuffix(".npz") + ".preview.png")
+            pool.preview(preview)
+            table.add_row("preview", str(preview))
+            out_console.print(table)
+            return
+        if camera_dir is None or out is None:
+            raise InputError("give --camera-dir and --out (or --show POOL)")
+        if out.exists() and not resume:
+            raise InputError(f"{out} exists; choose another --out or delete it first")
+        if not camera_dir.is_dir():
+            raise InputError(f"{camera_dir}: not a folder")
+        sources = list_sources(str(camera_dir))
+        options = CalibrationOptions(
+            max_frames=max_frames, faces_only=faces_only, seed=seed, kernels=kernels, kernel_iters=kernel_iters,
+            precision=precision, max_noise_patches=max_noise_patches, jpeg_prob=jpeg_prob,
+        )
+        detector = None
+        if faces_only:
+            from cctvsr.faces.detect import create_detector
+
+            detector, message = create_detector("auto")
+            err_console.print(message)
+        with _progress() as progress:
+            tasks: dict[str, int] = {}
+            current: list[str] = []
+            iteration_task = progress.add_task("KernelGAN iterations", total=kernel_iters, visible=False)
+
+            def on_stage(name: str, total: int) -> None:
+                tasks[name] = progress.add_task(name, total=total)
+                current[:] = [name]
+                progress.update(iteration_task, visible=name == "kernels")
+
+            def on_iteration(done: int, total: int) -> None:
+                progress.update(iteration_task, completed=done, total=total)
+
+            report = run_calibration(
+                sources, out, options, detector=detector, resume=resume, on_stage=on_stage,
+                on_step=lambda done: progress.update(tasks[current[0]], completed=done),
+                on_kernel_iteration=on_iteration,
+            )
+        if report.kernels_resumed:
+            err_console.print(f"resumed: {report.kernels_resumed} of {len(report.kernel_estimates)} kernels reused from the interrupted run")
+        summary = report.pool.summary()
+        t = report.times
+        table = Table(title=f"calibrate → {out}", show_header=False)
+        table.add_row("footage", f"{len(sources)} inputs, {report.frames} frames sampled, {report.regions} regions")
+        iters = [k["iterations"] for k in report.kernel_estimates]
+        early = sum(k["stopped_early"] for k in report.kernel_estimates)
+        table.add_row("kernels", f"{len(iters)} (iterations {min(iters)}–{max(iters)}, {early} stopped early), size {report.pool.kernels.shape[1]} px")
+        table.add_row("noise", f"{len(report.pool.noise_patches)} patches, σ {summary['noise_sigma']}")
+        c = report.compression
+        table.add_row("compression", f"JPEG quality {c.quality:.1f} ± {c.spread:.1f} ({c.method}{', exact' if c.exact else ''})")
+        table.add_row("time (s)", f"sampling {t.sampling:.1f}, noise {t.noise:.1f}, compression {t.compression:.1f}, kernels {t.kernels:.1f}")
+        out_console.print(table)
+        for warning in report.warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}")
+
+
+@app.command()
 def models() -> None:
     """List every model cctvsr knows, whether its weights are here, and what can run them."""
     import torch

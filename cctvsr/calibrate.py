@@ -1,0 +1,284 @@
+"""`cctvsr calibrate`: learn one site's degradation (blur kernels, noise, compression) from its own
+footage and write it as a DegradationPool.
+
+Frames are sampled evenly across every input; each kernel is estimated by KernelGAN on one region
+(a whole frame, or a face of at least 64 px with `--faces-only`) and checkpointed as soon as it is
+finished, so `--resume` after a kill only estimates the kernels that are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import av
+import numpy as np
+
+from cctvsr import __version__
+from cctvsr.degrade.jpeg import CompressionEstimate, estimate_compression
+from cctvsr.degrade.kernels import KernelEstimate, estimate_kernel
+from cctvsr.degrade.noise import NoisePatchCollector
+from cctvsr.degrade.pool import DegradationPool
+from cctvsr.errors import InputError
+from cctvsr.faces.crop import crop_face
+from cctvsr.faces.detections import FaceDetector
+from cctvsr.fsutil import atomic_path
+from cctvsr.video import DecodeStats, Frame, SourceInfo, read_frames
+
+MIN_FACE_REGION = 64  # px: KernelGAN needs room for its 64-px crops
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Everything that decides the pool; a resumed calibration must use the same."""
+
+    max_frames: int = 64
+    faces_only: bool = False
+    seed: int = 0
+    kernels: int = 8
+    kernel_iters: int = 3000
+    early_stop: bool = True
+    precision: str = "auto"
+    max_noise_patches: int = 1000
+    jpeg_prob: float = 0.9
+
+
+@dataclass
+class CalibrationTimes:
+    sampling: float = 0.0
+    noise: float = 0.0
+    compression: float = 0.0
+    kernels: float = 0.0
+
+
+@dataclass
+class CalibrationReport:
+    pool: DegradationPool
+    frames: int
+    regions: int
+    kernels_resumed: int
+    compression: CompressionEstimate
+    kernel_estimates: list[dict[str, Any]] = field(default_factory=list)
+    times: CalibrationTimes = field(default_factory=CalibrationTimes)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _frame_count(source: SourceInfo) -> int:
+    """Frames in a file, from the container where it says, else by demuxing (no decoding)."""
+    if source.kind == "image":
+        return 1
+    with av.open(str(source.path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def sample_frames(sources: Sequence[SourceInfo], max_frames: int, warnings: list[str]) -> list[tuple[SourceInfo, Frame]]:
+    """Up to `max_frames` frames spread evenly over all the footage, in order."""
+    if any(source.kind == "stream" for source in sources):
+        raise InputError("calibrate needs recorded footage (files or folders), not a live stream")
+    counts = [_frame_count(source) for source in sources]
+    total = sum(counts)
+    if total == 0:
+        raise InputError("no frames found in the camera footage")
+    wanted = set(np.unique(np.linspace(0, total - 1, min(max_frames, total)).round().astype(int)).tolist())
+    sampled: list[tuple[SourceInfo, Frame]] = []
+    offset = 0
+    for source, count in zip(sources, counts):
+        indices = {g - offset for g in wanted if offset <= g < offset + count}
+        offset += count
+        if not indices:
+            continue
+        stats = DecodeStats()
+        frames = read_frames(source, stats=stats)
+        try:
+            for frame in frames:
+                if frame.index in indices:
+                    sampled.append((source, frame))
+                if frame.index >= max(indices):
+                    break
+        finally:
+            frames.close()  # type: ignore[attr-defined]
+        warnings.extend(stats.warnings)
+    if not sampled:
+        raise InputError("no frame of the camera footage could be decoded")
+    return sampled
+
+
+def estimation_regions(
+    frames: Sequence[Frame], faces_only: bool, detector: FaceDetector | None
+) -> list[np.ndarray]:
+    """Whole frames, or every face region of at least 64 px (the paper estimated from faces)."""
+    if not faces_only:
+        return [frame.image for frame in frames]
+    assert detector is not None
+    regions = []
+    for frame in frames:
+        detections = detector.detect(frame.image)
+        for box in detections.boxes:
+            crop = crop_face(frame.image, box, margin=0.2)
+            if min(crop.image.shape[:2]) >= MIN_FACE_REGION:
+                regions.append(crop.image)
+    return regions
+
+
+def _usable(k4: np.ndarray) -> bool:
+    """A blur the pool can use: finite, summing to 1, mass centred on the centre pixel (an early
+    KernelGAN estimate can be a near-zero-sum pattern whose centre of mass is meaningless)."""
+    if not np.all(np.isfinite(k4)) or abs(float(k4.sum()) - 1.0) > 1e-3:
+        return False
+    rows, cols = np.indices(k4.shape)
+    centre = (k4.shape[0] - 1) / 2
+    return max(abs(float((rows * k4).sum()) - centre), abs(float((cols * k4).sum()) - centre)) <= 0.5
+
+
+def _pick(regions: Sequence[np.ndarray], count: int) -> list[int]:
+    """`count` region indices spread evenly, so kernels come from all of the footage."""
+    return np.unique(np.linspace(0, len(regions) - 1, count).round().astype(int)).tolist()
+
+
+class KernelCheckpoint:
+    """Finished kernels beside the output (`<out>.partial/`), valid only for the same inputs and options."""
+
+    def __init__(self, out: Path, identity: dict[str, Any], resume: bool) -> None:
+        self.folder = out.with_name(out.name + ".partial")
+        state = self.folder / "state.json"
+        if self.folder.exists() and resume:
+            try:
+                previous = json.loads(state.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                raise InputError(f"{self.folder}: unreadable checkpoint; delete it to start over") from None
+            if previous != identity:
+                raise InputError(f"--resume: the footage or options differ from the interrupted calibration in {self.folder}")
+        else:
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+            with atomic_path(state) as tmp:
+                tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def _path(self, index: int) -> Path:
+        return self.folder / f"kernel_{index:03d}.npz"
+
+    def load(self, index: int) -> KernelEstimate | None:
+        try:
+            with np.load(self._path(index), allow_pickle=False) as data:
+                return KernelEstimate(
+                    k2=data["k2"], k4=data["k4"], iterations=int(data["iterations"]),
+                    stopped_early=bool(data["stopped_early"]), seconds=float(data["seconds"]),
+                )
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def save(self, index: int, estimate: KernelEstimate) -> None:
+        with atomic_path(self._path(index)) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, k2=estimate.k2, k4=estimate.k4, iterations=estimate.iterations,
+                     stopped_early=estimate.stopped_early, seconds=estimate.seconds)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def calibrate(
+    sources: Sequence[SourceInfo],
+    out: Path,
+    options: CalibrationOptions,
+    *,
+    detector: FaceDetector | None = None,
+    resume: bool = False,
+    on_stage: Callable[[str, int], None] = lambda name, total: None,
+    on_step: Callable[[int], None] = lambda done: None,
+    on_kernel_iteration: Callable[[int, int], None] | None = None,
+) -> CalibrationReport:
+    """Estimate the pool and write it to `out` atomically; the checkpoint is removed on success."""
+    times, warnings = CalibrationTimes(), []
+    identity = {
+        "sources": [{"label": s.label, "sha256": s.sha256} for s in sources],
+        "options": asdict(options),
+        "cctvsr": __version__,
+    }
+    checkpoint = KernelCheckpoint(out, identity, resume)
+
+    t0 = time.perf_counter()
+    sampled = sample_frames(sources, options.max_frames, warnings)
+    frames = [frame for _, frame in sampled]
+    regions = estimation_regions(frames, options.faces_only, detector)
+    if len(regions) < options.kernels:
+        what = f"face regions of at least {MIN_FACE_REGION} px" if options.faces_only else "frames"
+        raise InputError(f"only {len(regions)} {what} found in the footage; need {options.kernels} (lower --kernels)")
+    times.sampling = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    on_stage("noise patches", len(regions))
+    collector = NoisePatchCollector()
+    for done, region in enumerate(regions, 1):
+        collector.add(region)
+        on_step(done)
+    noise = collector.patches(options.max_noise_patches, np.random.default_rng(options.seed))
+    times.noise = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    on_stage("compression", 1)
+    by_source = [(source.path, [f.image for src, f in sampled if src is source]) for source in sources]
+    compression = estimate_compression([item for item in by_source if item[1]], max_frames=options.max_frames)
+    on_step(1)
+    times.compression = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    picks = _pick(regions, options.kernels)
+    on_stage("kernels", len(picks))
+    estimates, resumed = [], 0
+    for done, (index, region) in enumerate(zip(range(len(picks)), (regions[i] for i in picks)), 1):
+        estimate = checkpoint.load(index)
+        if estimate is None:
+            estimate = estimate_kernel(
+                region, iters=options.kernel_iters, seed=options.seed * 1000 + index, precision=options.precision,
+                early_stop=options.early_stop, progress=on_kernel_iteration,
+            )
+            checkpoint.save(index, estimate)
+        else:
+            resumed += 1
+        estimates.append(estimate)
+        on_step(done)
+    times.kernels = time.perf_counter() - t0
+
+    kernel_log = [
+        {"region": int(i), "iterations": e.iterations, "stopped_early": e.stopped_early, "seconds": round(e.seconds, 2),
+         "usable": _usable(e.k4)}
+        for i, e in zip(picks, estimates)
+    ]
+    usable = [e.k4 for e, entry in zip(estimates, kernel_log) if entry["usable"]]
+    if len(usable) < len(estimates):
+        warnings.append(f"{len(estimates) - len(usable)} of {len(estimates)} kernels did not converge (not a centred blur) and were left out")
+    if not usable:
+        raise InputError("no blur kernel converged; raise --kernel-iters (the paper used 3000)")
+    size = max(k.shape[0] for k in usable)
+    kernels = np.stack([np.pad(k, (size - k.shape[0]) // 2) for k in usable]).astype(np.float32)
+    metadata = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cctvsr": __version__,
+        "sources": identity["sources"],
+        "parameters": asdict(options),
+        "seed": options.seed,
+        "frames_sampled": len(frames),
+        "regions": len(regions),
+        "kernels": kernel_log,
+        "noise": {"patches_found": len(collector), "patches_kept": int(len(noise))},
+        "compression": asdict(compression),
+    }
+    pool = DegradationPool(
+        kernels=kernels,
+        noise_patches=noise,
+        jpeg_quality=compression.quality,
+        jpeg_prob=options.jpeg_prob,
+        metadata=metadata,
+    )
+    pool.save(out)
+    checkpoint.discard()
+    return CalibrationReport(pool, len(frames), len(regions), resumed, compression, kernel_log, times, warnings)
