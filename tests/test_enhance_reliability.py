@@ -24,25 +24,13 @@ from cctvsr.cli import app
 from cctvsr.sr.weights import save_model_dir
 from samples.make_demo_clip import make_demo_clip
 from tests.conftest import tiny_weights
-from tests.video_helpers import FlakyCamera, serving, write_clip
+from tests.video_helpers import FlakyCamera, remux, serving, write_clip
 
 runner = CliRunner()
 
 DEMO_FRAMES = 48  # make_demo_clip's default: 4 s at 12 fps
 FUZZ_SECONDS = 60.0  # the most one damaged copy may take
 FUZZ_OPTIONS = ["--every", "16", "--best", "1", "--min-track-len", "2", "--min-face", "30"]  # 3 frames detected
-
-
-def _remux(src: Path, dst: Path, **kwargs: object) -> Path:
-    """The same packets in another container layout (no re-encoding)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", **kwargs) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is None:
-                continue
-            packet.stream = stream
-            out.mux(packet)
-    return dst
 
 
 def _top_level_boxes(data: bytes) -> dict[str, tuple[int, int]]:
@@ -63,7 +51,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     at the front (faststart: a cut-off copy stays readable), and a tiny model directory."""
     root = tmp_path_factory.mktemp("reliability")
     clip = make_demo_clip(root / "demo.mp4")
-    faststart = _remux(clip, root / "demo-faststart.mp4", options={"movflags": "faststart"})
+    faststart = remux(clip, root / "demo-faststart.mp4", options={"movflags": "faststart"})
     weights = tiny_weights()
     model = save_model_dir(root / "tiny-model", weights.config, weights.state_dict)
     boxes = _top_level_boxes(faststart.read_bytes())

@@ -62,9 +62,9 @@ def write_clip(
     return path
 
 
-def remux(src: Path, dst: Path, container_format: str) -> Path:
-    """Copy the video packets of `src` into another container without re-encoding."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format=container_format) as out:
+def remux(src: Path, dst: Path, container_format: str | None = None, **options: object) -> Path:
+    """Copy the video packets of `src` into another container (or layout) without re-encoding."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format=container_format, **options) as out:
         stream = out.add_stream_from_template(inp.streams.video[0])
         for packet in inp.demux(inp.streams.video[0]):
             if packet.dts is None:
