@@ -281,7 +281,11 @@ def enhance(
             summary.add_row("faces", f"{result.faces_found} detected, {len(document['tracks'])} tracks kept")
             resumed = f" (+{result.faces_resumed} from the interrupted run)" if result.faces_resumed else ""
             summary.add_row("saved", f"{result.faces_saved} faces enhanced{resumed}")
-            summary.add_row("time (s)", f"decode {t.decode:.1f}, detect {t.detect:.1f}, track+select {t.track + t.select:.1f}, SR {t.sr:.1f}, write {t.write:.1f}")
+            summary.add_row(
+                "time (s)",
+                f"decode {t.decode:.1f}, detect {t.detect:.1f}, track+select {t.track + t.select:.1f}, "
+                f"SR {t.sr:.1f}, write {t.write:.1f}; producer waited on SR {t.queue_wait:.1f}",
+            )
             summary.add_row("output", f"{folder} (report.html, manifest.jsonl, tracks.json)")
             if annotate:
                 summary.add_row("annotated", str(annotate))

@@ -85,6 +85,7 @@ class StageTimes:
     detect: float = 0.0
     track: float = 0.0
     select: float = 0.0
+    queue_wait: float = 0.0  # the producer blocked on a full queue: SR is the slower stage
     sr: float = 0.0
     write: float = 0.0
 
@@ -96,7 +97,6 @@ class EnhanceResult:
     faces_saved: int = 0
     faces_resumed: int = 0
     tracks: dict[int, TrackLog] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
     decode: DecodeStats = field(default_factory=DecodeStats)
     sr_busy: float = 0.0
@@ -149,7 +149,9 @@ class _Producer:
 
     def _emit(self, unit: list[FaceCandidate]) -> None:
         if unit:
-            self.out.put(("unit", unit))
+            started = time.perf_counter()
+            self.out.put(("unit", unit))  # blocks while the super-resolver is behind
+            self.result.times.queue_wait += time.perf_counter() - started
 
     def _release(self, track_id: int, faces: list[FaceCandidate]) -> None:
         if self.tracker.long_enough(track_id):
@@ -189,10 +191,11 @@ class _Producer:
                 t3 = time.perf_counter()
                 times.detect += t2 - t1
                 times.track += t3 - t2
+                waited = times.queue_wait
                 self._select(frame, detections, ids)
                 for track_id in sorted(self.tracker.ended()):
                     self._end_track(track_id)
-                times.select += time.perf_counter() - t3
+                times.select += time.perf_counter() - t3 - (times.queue_wait - waited)
                 if self.on_frame:
                     self.on_frame(frame, detections, ids)
                 result.frames += 1
@@ -314,7 +317,7 @@ def run_enhance(
                 if face.key in done:
                     result.faces_resumed += 1
                     continue
-                result.records.append(writer.write(face, sr))
+                writer.write(face, sr)
                 result.faces_saved += 1
                 hooks.saved(result.faces_saved)
             last_crop = time.perf_counter()
