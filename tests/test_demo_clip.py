@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samples.make_demo_clip import FACE_BOXES, gt_path, load_source, main, make_demo_clip
+from samples.make_demo_clip import FACE_BOXES, ground_truth, gt_path, load_source, main, make_demo_clip, render_frames
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], dict[str, object]]:
@@ -94,16 +94,17 @@ def test_ground_truth_boxes_cover_the_same_faces_in_the_decoded_frames(truth: di
     assert max(wrong) < 0.8 and np.mean(wrong) < 0.5, wrong  # measured ≤ 0.54, mean 0.27
 
 
-def test_the_same_seed_gives_the_same_clip_and_another_seed_other_noise(
-    clip: Path, truth: dict, decoded: list[np.ndarray], tmp_path: Path
-) -> None:
-    again = make_demo_clip(tmp_path / "again.mp4", seed=0)
-    other = make_demo_clip(tmp_path / "other.mp4", seed=1)
-    assert json.loads(gt_path(again).read_text(encoding="utf-8")) == truth
-    first_again = _decode(again)[0][0].astype(np.float64)
-    first_other = _decode(other)[0][0].astype(np.float64)
-    assert np.abs(first_again - decoded[0]).mean() < 0.5
-    assert np.abs(first_other - decoded[0]).mean() > 1.0  # fresh sensor noise
+def test_the_same_seed_gives_the_same_frames_and_another_seed_other_noise(truth: dict) -> None:
+    """Rendering is exact per seed; the H.264 encode of it is only near-identical (x264's rate
+    control can differ by a grey level between runs on a loaded machine), so frames are compared
+    before encoding."""
+    photo = load_source()
+    again = ground_truth(seconds=4.0, fps=12.0, seed=0)
+    other = ground_truth(seconds=4.0, fps=12.0, seed=1)
+    assert again == truth
+    first = next(render_frames(photo, truth)).astype(np.float64)
+    assert np.array_equal(next(render_frames(photo, again)), first)
+    assert np.abs(next(render_frames(photo, other)) - first).mean() > 1.0  # fresh sensor noise
 
 
 def test_the_clip_is_really_degraded_by_noise_and_compression(truth: dict, decoded: list[np.ndarray]) -> None:
