@@ -43,13 +43,24 @@ TileOpt = Annotated[
     int, typer.Option(min=0, help="Crops larger than tile + 2×overlap px are processed in tiles of this size (0 = never tile).")
 ]
 TileOverlapOpt = Annotated[int, typer.Option(min=1, help="Context px each tile borrows from its neighbours, blended away.")]
+FidelityOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        help="For a model directory holding a pixel/GAN pair (`finetune --stage both`): 1 = the faithful pixel model, "
+        "0 = the GAN model, in between their interpolation. Default: the GAN model."
+    ),
+]
 
 
-def _resolver(model: str, device: str, precision: str, batch_size: int, tile: int, tile_overlap: int):  # -> SuperResolver
+def _resolver(
+    model: str, device: str, precision: str, batch_size: int, tile: int, tile_overlap: int, fidelity: float | None = None
+):  # -> SuperResolver
     from cctvsr.sr.engine import SuperResolver
     from cctvsr.sr.weights import load_generator_weights
 
     weights = load_generator_weights(model)
+    if fidelity is not None:
+        weights = weights.at_fidelity(fidelity)
     return SuperResolver(weights, device=device, precision=precision, batch_size=batch_size, tile=tile, tile_overlap=tile_overlap)
 
 
@@ -117,6 +128,7 @@ def upscale(
     batch_size: BatchOpt = 8,
     tile: TileOpt = 256,
     tile_overlap: TileOverlapOpt = 16,
+    fidelity: FidelityOpt = None,
     demo: bool = typer.Option(
         False, "--demo", help="Add the embedded demo: a real photo (skimage astronaut) reduced to 128×128, restored ×4."
     ),
@@ -143,7 +155,7 @@ def upscale(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
-        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap)
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity)
         weights = resolver.weights
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         with _progress() as progress:
@@ -185,6 +197,7 @@ def enhance(
     batch_size: BatchOpt = 8,
     tile: TileOpt = 256,
     tile_overlap: TileOverlapOpt = 16,
+    fidelity: FidelityOpt = None,
     detector: Annotated[str, typer.Option(help="auto (InsightFace SCRFD when its pack is on disk, else MTCNN), mtcnn, or insightface.")] = "auto",
     insightface_pack: Annotated[str, typer.Option(help="InsightFace model pack for --detector insightface/auto: buffalo_l or buffalo_sc (non-commercial weights).")] = "buffalo_l",
     min_face: Annotated[int, typer.Option(min=1, help="Ignore faces whose box is smaller than this many px.")] = 20,
@@ -230,7 +243,7 @@ def enhance(
         )
         face_detector, message = create_detector(detector, pack=insightface_pack, min_face=min_face, threshold=det_threshold)
         err_console.print(message)
-        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap)
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity)
         weights = resolver.weights
         model_info = {"name": weights.name, "sha256": weights.sha256, "source": weights.source}
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -75,6 +75,38 @@ class GeneratorWeights:
     source: str
     pixel_state_dict: Mapping[str, torch.Tensor] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_fidelity_pair(self) -> bool:
+        return self.pixel_state_dict is not None
+
+    def at_fidelity(self, alpha: float) -> GeneratorWeights:
+        """ESRGAN's network interpolation between this directory's two weight sets: α = 1 is the
+        pixel (L1-trained, faithful) model, α = 0 the GAN model, in between a parameter-wise blend.
+        The result is a model of its own: its sha256 is the digest of the blended tensors."""
+        if self.pixel_state_dict is None:
+            raise ModelFormatError(
+                f"{self.name}: --fidelity needs a model directory with a pixel/GAN weight pair (from `cctvsr finetune --stage both`)"
+            )
+        if not 0.0 <= alpha <= 1.0:
+            raise ModelFormatError(f"--fidelity must be within [0, 1], got {alpha}")
+        gan, pixel = self.state_dict, self.pixel_state_dict
+        if set(gan) != set(pixel) or any(gan[k].shape != pixel[k].shape for k in gan):
+            raise ModelFormatError(f"{self.name}: the pixel and GAN weights do not have the same layout")
+        if alpha == 0.0:
+            state = dict(gan)
+        elif alpha == 1.0:
+            state = dict(pixel)
+        else:
+            state = {k: (alpha * pixel[k].float() + (1.0 - alpha) * gan[k].float()).to(gan[k].dtype) for k in gan}
+        return replace(
+            self,
+            name=f"{self.name}@fidelity={alpha:g}",
+            state_dict=state,
+            sha256=tensors_sha256(state),
+            pixel_state_dict=None,
+            metadata={**self.metadata, "fidelity": alpha, "fidelity_of": self.sha256},
+        )
 
     def build(self) -> RRDBNet:
         """The network in eval mode, every parameter filled (no missing or unexpected keys)."""
