@@ -84,6 +84,17 @@ STLPIPS_ALEX = PackagedFile(
     licence="BSD-2-Clause",
 )
 
+# LPIPS v0.1 linear heads for AlexNet (Zhang et al. 2018), BSD-2-Clause. Only the heads: the
+# backbone is torchvision's ImageNet AlexNet, looked for in $TORCH_HOME (cctvsr.perceptual.lpips).
+# `pip install --no-deps lpips` provides the file without pulling in torchvision.
+LPIPS_ALEX_HEADS = PackagedFile(
+    package="lpips",
+    distribution="lpips",
+    relpath="weights/v0.1/alex.pth",
+    sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    licence="BSD-2-Clause",
+)
+
 # A real group photo (6 people) that insightface ships; the demo clip is made from it. The code is
 # MIT; the photo's own rights are not stated, so it serves as test and demo data only.
 INSIGHTFACE_T1 = PackagedFile(

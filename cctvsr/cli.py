@@ -400,6 +400,116 @@ def calibrate(
             err_console.print(f"[yellow]warning:[/] {warning}")
 
 
+def _arch(value: str | None):  # -> RRDBConfig | None
+    from cctvsr.sr.rrdb import RRDBConfig
+
+    if value is None:
+        return None
+    try:
+        blocks, feat, grow = (int(part) for part in value.split(","))
+    except ValueError:
+        raise InputError(f"--arch must be BLOCKS,FEAT,GROW (e.g. 23,64,32), got {value!r}") from None
+    if min(blocks, feat, grow) < 1:
+        raise InputError(f"--arch values must be positive, got {value!r}")
+    return RRDBConfig(num_block=blocks, num_feat=feat, num_grow_ch=grow)
+
+
+@app.command()
+def finetune(
+    pool: Path = typer.Option(..., help="Degradation pool from `cctvsr calibrate` (site.pool.npz)."),
+    hr_dir: Path = typer.Option(..., help="Folder of high-quality face photos (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (usable as --model); run state in <out>/train/."),
+    init: Annotated[str, typer.Option(help="Starting generator: a registry name, model directory, .pth, or none (fresh, needs --arch).")] = "realesrgan-x4plus",
+    arch: Annotated[Optional[str], typer.Option(help="BLOCKS,FEAT,GROW of a fresh RRDBNet for --init none (the real one is 23,64,32).")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="pixel (L1 only: the faithful model), gan (the paper's losses; default) or both (pixel, then GAN from it; exports the pair for --fidelity).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file of options (flat keys named like the flags, with underscores); flags win.")] = None,
+    iters: Annotated[Optional[int], typer.Option(min=1, help="Iterations per stage (default 5000).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Pairs per iteration (default 16).")] = None,
+    lr_patch: Annotated[Optional[int], typer.Option(min=8, help="LR patch size; HR patches are 4× (default 32).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(min=0.0, help="Adam learning rate (default 1e-4), halved at 50 % and 75 % of the iterations.")] = None,
+    l1_weight: Annotated[Optional[float], typer.Option(min=0.0, help="GAN stage: weight of L1 (default 0.01, the paper's).")] = None,
+    adv_weight: Annotated[Optional[float], typer.Option(min=0.0, help="GAN stage: weight of the relativistic adversarial loss (default 0.005).")] = None,
+    perceptual_weight: Annotated[Optional[float], typer.Option(min=0.0, help="GAN stage: weight of the perceptual loss (default 0.001).")] = None,
+    perceptual: Annotated[Optional[str], typer.Option(help="auto (LPIPS-AlexNet when its files are here, else ST-LPIPS), lpips or stlpips.")] = None,
+    jpeg_prob: Annotated[Optional[float], typer.Option(help="Probability of JPEG on a training pair (default: the pool's; 0 = the paper's kernel + noise ablation).")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the HR photos held out for validation (default 0.1).")] = None,
+    val_every: Annotated[Optional[int], typer.Option(min=1, help="Validate (and keep the best EMA generator) every N iterations (default 500).")] = None,
+    save_every: Annotated[Optional[int], typer.Option(min=1, help="Checkpoint every N iterations (default 500).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the split, the pairs and a fresh network (default 0).")] = None,
+    detect_faces: Annotated[bool, typer.Option(help="Crop each photo to its detected faces (MTCNN / SCRFD); off: each photo is one face.")] = True,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes degrading pairs.")] = 2,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+) -> None:
+    """Fine-tune the generator on HR faces degraded with a site's pool (the paper's training), and write a model directory.
+
+    Checkpoints are written atomically; Ctrl-C saves one first, and --resume continues bit for bit (on CPU). The best EMA generator by validation is exported; `--stage both` also keeps the pixel model so that `upscale`/`enhance --fidelity` can trade texture for faithfulness.
+    """
+    from cctvsr.train.finetune import FinetuneHooks, FinetuneRequest, finetune as run_finetune, read_config
+    from cctvsr.train.trainer import StageHooks
+
+    with user_errors():
+        flags = {
+            "stage": stage, "iters": iters, "batch_size": batch_size, "lr_patch": lr_patch, "learning_rate": learning_rate,
+            "l1_weight": l1_weight, "adv_weight": adv_weight, "perceptual_weight": perceptual_weight, "perceptual": perceptual,
+            "jpeg_prob": jpeg_prob, "val_fraction": val_fraction, "val_every": val_every, "save_every": save_every, "seed": seed,
+        }
+        options = {"stage": "gan", "iters": 5000, "perceptual": "auto", "val_fraction": 0.1, "val_every": 500, "save_every": 500, "seed": 0}
+        options |= read_config(config) if config is not None else {}
+        options |= {k: v for k, v in flags.items() if v is not None}
+        top = {k: options.pop(k) for k in ("stage", "perceptual", "val_fraction", "val_every", "save_every", "jpeg_prob") if k in options}
+        request = FinetuneRequest(
+            pool=pool, hr_dir=hr_dir, out=out, init=init, arch=_arch(arch), settings=options, workers=workers,
+            resume=resume, device=device, **top,
+        )
+        detector = None
+        if detect_faces:
+            from cctvsr.faces.detect import create_detector
+
+            detector, message = create_detector("auto", min_face=40)
+            err_console.print(message)
+        with _progress() as progress:
+            task = progress.add_task("", total=None)
+
+            def started(name: str, start: int, total: int) -> None:
+                progress.update(task, description=f"{name} stage", completed=start, total=total)
+                if start:
+                    err_console.print(f"{name} stage: resumed at iteration {start}")
+
+            def stepped(step: int, losses: dict[str, float]) -> None:
+                shown = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+                progress.update(task, completed=step, description=f"{shown}")
+
+            hooks = FinetuneHooks(
+                message=err_console.print,
+                stage_started=started,
+                stage=StageHooks(
+                    step=stepped,
+                    validated=lambda r: progress.console.print(
+                        f"step {r.step}: validation PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}, ST-LPIPS {r.perceptual:.4f}"
+                    ),
+                ),
+            )
+            model_dir, outcomes = run_finetune(request, detector, hooks)
+        table = Table(title=f"finetune → {model_dir}")
+        for column in ("stage", "best step", "PSNR dB", "SSIM", "ST-LPIPS", "vs initial model", "vs bicubic"):
+            table.add_column(column)
+        for o in outcomes:
+            first, cubic = o.reference.get("initial", {}), o.reference.get("bicubic", {})
+            table.add_row(
+                o.stage, f"{o.best.step}/{o.iters}", f"{o.best.psnr:.2f}", f"{o.best.ssim:.4f}", f"{o.best.perceptual:.4f}",
+                _delta(o.best, first), _delta(o.best, cubic),
+            )
+        out_console.print(table)
+        out_console.print(f"use it with: cctvsr enhance VIDEO --model {model_dir}" + (" --fidelity 0.5" if len(outcomes) == 2 else ""))
+
+
+def _delta(best, reference: dict[str, float]) -> str:
+    if not reference:
+        return "-"
+    return f"PSNR {best.psnr - reference['psnr']:+.2f} dB, ST-LPIPS {best.perceptual - reference['perceptual']:+.4f}"
+
+
 @app.command()
 def models() -> None:
     """List every model cctvsr knows, whether its weights are here, and what can run them."""

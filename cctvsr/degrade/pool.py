@@ -130,6 +130,15 @@ def _scalar_problem(jpeg_quality: Any, jpeg_prob: Any, scale: Any) -> str | None
     return None
 
 
+@dataclass(frozen=True)
+class Degraded:
+    """One degraded image and the draws that made it."""
+
+    lr: np.ndarray  # (H // s, W // s, 3) uint8
+    kernel_index: int
+    jpeg: bool
+
+
 @dataclass(frozen=True, eq=False)
 class DegradationPool:
     """Kernels, noise and compression learned from one site's cameras; immutable, arrays read-only."""
@@ -215,7 +224,12 @@ class DegradationPool:
     # --- degrading ------------------------------------------------------------------------------
 
     def apply(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One LR image from an HR RGB uint8 image: (H // s, W // s, 3) uint8.
+        """One LR image from an HR RGB uint8 image: (H // s, W // s, 3) uint8."""
+        return self.degrade(hr, rng).lr
+
+    def degrade(self, hr: np.ndarray, rng: np.random.Generator) -> Degraded:
+        """`apply`, also saying which kernel was drawn and whether JPEG ran (the training data's
+        alignment is checked against the very kernel each pair was made with).
 
         Draws, in this order: a kernel; a noise mosaic (see `_noise`); whether to compress.
         Blur and sampling as in `blur_downsample`; noise added in float, then rounded and clipped
@@ -226,14 +240,15 @@ class DegradationPool:
             raise InputError(f"expected an RGB uint8 image, got {hr.dtype} of shape {hr.shape}")
         if hr.shape[0] < s or hr.shape[1] < s:
             raise InputError(f"a {hr.shape[1]}×{hr.shape[0]} image is smaller than the pool's scale ×{s}")
-        kernel = self.kernels[rng.integers(len(self.kernels))]
-        lr = blur_downsample(hr, kernel, s)
+        kernel_index = int(rng.integers(len(self.kernels)))
+        lr = blur_downsample(hr, self.kernels[kernel_index], s)
         if len(self.noise_patches):
             lr += self._noise(lr.shape[:2], rng)
         out = np.clip(np.rint(lr), 0, 255).astype(np.uint8)
-        if self._wants_jpeg(rng):
+        jpeg = self._wants_jpeg(rng)
+        if jpeg:
             out = jpeg_roundtrip(out, self.jpeg_quality_int)
-        return out
+        return Degraded(lr=out, kernel_index=kernel_index, jpeg=jpeg)
 
     @property
     def jpeg_quality_int(self) -> int:

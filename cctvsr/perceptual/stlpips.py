@@ -76,7 +76,7 @@ def remap_state_dict(file_state: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def _unit_normalise(feat: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+def unit_normalise(feat: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Unit length over channels, so that layers with large activations do not dominate."""
     return feat / (torch.sqrt(torch.sum(feat**2, dim=1, keepdim=True)) + eps)
 
@@ -138,30 +138,28 @@ class StLpips(nn.Module):
 
         Differentiable, so the finetune command can use it as a loss.
         """
-        _check_pair(x, y)
+        check_pair(x, y)
         # One pass over both batches: half the kernel launches, same numbers.
         both = torch.cat((x, y), dim=0) * 2.0 - 1.0
-        feats = self.features((both - self.shift) / self.scale)
-        n = x.shape[0]
-        total = x.new_zeros(n)
-        for feat, lin in zip(feats, self.lins):
-            fx, fy = _unit_normalise(feat[:n]), _unit_normalise(feat[n:])
-            total = total + lin((fx - fy) ** 2).mean(dim=(1, 2, 3))
-        return total
+        return weighted_distance(self.features((both - self.shift) / self.scale), self.lins, x.shape[0])
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+def weighted_distance(feats: list[torch.Tensor], lins: nn.ModuleList, n: int) -> torch.Tensor:
+    """The LPIPS sum: per layer, unit-normalised feature differences squared, weighted per channel
+    by the linear head and averaged over space. feats hold x's batch then y's (n images each)."""
+    total = feats[0].new_zeros(n)
+    for feat, lin in zip(feats, lins):
+        total = total + lin((unit_normalise(feat[:n]) - unit_normalise(feat[n:])) ** 2).mean(dim=(1, 2, 3))
+    return total
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor, min_size: int = MIN_SIZE, name: str = "ST-LPIPS") -> None:
     if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"ST-LPIPS needs NCHW RGB tensors, got shape {tuple(x.shape)}")
+        raise InputError(f"{name} needs NCHW RGB tensors, got shape {tuple(x.shape)}")
     if x.shape != y.shape:
-        raise InputError(
-            "ST-LPIPS needs two tensors of the same shape, "
-            f"got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
+        raise InputError(f"{name} needs two tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if not (x.is_floating_point() and y.is_floating_point()):
-        raise InputError(f"ST-LPIPS needs float tensors in [0, 1], got {x.dtype} and {y.dtype}")
+        raise InputError(f"{name} needs float tensors in [0, 1], got {x.dtype} and {y.dtype}")
     h, w = x.shape[2:]
-    if min(h, w) < MIN_SIZE:
-        raise InputError(
-            f"ST-LPIPS needs images of at least {MIN_SIZE}×{MIN_SIZE} px, got {w}×{h}"
-        )
+    if min(h, w) < min_size:
+        raise InputError(f"{name} needs images of at least {min_size}×{min_size} px, got {w}×{h}")

@@ -1,0 +1,1 @@
+"""Fine-tuning the generator on one site's degradations (`cctvsr finetune`)."""
