@@ -21,7 +21,7 @@ import numpy as np
 
 from cctvsr import __version__
 from cctvsr.degrade.jpeg import CompressionEstimate, estimate_compression
-from cctvsr.degrade.kernels import KernelEstimate, estimate_kernel
+from cctvsr.degrade.kernels import KernelEstimate, estimate_kernels
 from cctvsr.degrade.noise import NoisePatchCollector
 from cctvsr.degrade.pool import DegradationPool
 from cctvsr.errors import InputError
@@ -195,8 +195,10 @@ def calibrate(
     on_stage: Callable[[str, int], None] = lambda name, total: None,
     on_step: Callable[[int], None] = lambda done: None,
     on_kernel_iteration: Callable[[int, int], None] | None = None,
+    jobs: int = 1,
 ) -> CalibrationReport:
-    """Estimate the pool and write it to `out` atomically; the checkpoint is removed on success."""
+    """Estimate the pool and write it to `out` atomically; the checkpoint is removed on success.
+    `jobs` processes estimate kernels side by side (the kernels do not depend on it)."""
     times, warnings = CalibrationTimes(), []
     identity = {
         "sources": [{"label": s.label, "sha256": s.sha256} for s in sources],
@@ -233,19 +235,20 @@ def calibrate(
     t0 = time.perf_counter()
     picks = _pick(regions, options.kernels)
     on_stage("kernels", len(picks))
-    estimates, resumed = [], 0
-    for done, (index, region) in enumerate(zip(range(len(picks)), (regions[i] for i in picks)), 1):
-        estimate = checkpoint.load(index)
-        if estimate is None:
-            estimate = estimate_kernel(
-                region, iters=options.kernel_iters, seed=options.seed * 1000 + index, precision=options.precision,
-                early_stop=options.early_stop, progress=on_kernel_iteration,
-            )
-            checkpoint.save(index, estimate)
-        else:
-            resumed += 1
-        estimates.append(estimate)
-        on_step(done)
+    found = {index: checkpoint.load(index) for index in range(len(picks))}
+    by_index: dict[int, KernelEstimate] = {i: e for i, e in found.items() if e is not None}
+    resumed = len(by_index)
+    on_step(resumed)
+    todo = [index for index in range(len(picks)) if index not in by_index]
+    for position, estimate in estimate_kernels(
+        [regions[picks[i]] for i in todo], [options.seed * 1000 + i for i in todo], jobs=jobs,
+        iters=options.kernel_iters, precision=options.precision, early_stop=options.early_stop,
+        progress=on_kernel_iteration,
+    ):
+        checkpoint.save(todo[position], estimate)
+        by_index[todo[position]] = estimate
+        on_step(len(by_index))
+    estimates = [by_index[i] for i in range(len(picks))]
     times.kernels = time.perf_counter() - t0
 
     kernel_log = [

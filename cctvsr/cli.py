@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -322,6 +323,7 @@ def calibrate(
     faces_only: Annotated[bool, typer.Option("--faces-only", help="Estimate from detected faces of at least 64 px (as the paper did), not whole frames.")] = False,
     kernels: Annotated[int, typer.Option(min=1, help="Blur kernels to estimate (KernelGAN, one region each).")] = 8,
     kernel_iters: Annotated[int, typer.Option(min=1, help="Most KernelGAN iterations per kernel (the paper's 3000); it stops early once the kernel stops changing.")] = 3000,
+    jobs: Annotated[int, typer.Option(min=0, help="Kernels estimated side by side, one process and one thread each (0 = one per CPU core).")] = 0,
     max_noise_patches: Annotated[int, typer.Option(min=0, help="Most noise patches kept.")] = 1000,
     jpeg_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability that training degradation applies JPEG at the estimated quality.")] = 0.9,
     precision: Annotated[str, typer.Option(help="KernelGAN arithmetic: auto (bf16 where the CPU has it natively), fp32 or bf16.")] = "auto",
@@ -372,7 +374,7 @@ def calibrate(
             def on_stage(name: str, total: int) -> None:
                 tasks[name] = progress.add_task(name, total=total)
                 current[:] = [name]
-                progress.update(iteration_task, visible=name == "kernels")
+                progress.update(iteration_task, visible=name == "kernels" and (jobs or os.cpu_count()) == 1)
 
             def on_iteration(done: int, total: int) -> None:
                 progress.update(iteration_task, completed=done, total=total)
@@ -380,7 +382,7 @@ def calibrate(
             report = run_calibration(
                 sources, out, options, detector=detector, resume=resume, on_stage=on_stage,
                 on_step=lambda done: progress.update(tasks[current[0]], completed=done),
-                on_kernel_iteration=on_iteration,
+                on_kernel_iteration=on_iteration, jobs=jobs or os.cpu_count() or 1,
             )
         if report.kernels_resumed:
             err_console.print(f"resumed: {report.kernels_resumed} of {len(report.kernel_estimates)} kernels reused from the interrupted run")

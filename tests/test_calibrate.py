@@ -18,7 +18,7 @@ from cctvsr.degrade.pool import DegradationPool, blur_downsample
 from cctvsr.video import list_sources
 
 runner = CliRunner()
-FAST = ["--kernel-iters", "100", "--max-frames", "6"]  # few iterations: the machinery, not the accuracy
+FAST = ["--kernel-iters", "100", "--max-frames", "6", "--jobs", "1"]  # few iterations: the machinery, not the accuracy
 SIGMA = 8.0
 QUALITY = 40
 PHOTOS = ("deepface__img10.jpg", "deepface__img16.jpg", "deepface__img25.jpg")
@@ -100,24 +100,22 @@ def test_interrupted_calibration_resumes_with_its_finished_kernels_and_ends_with
     for index in range(3):
         cv2.imwrite(str(folder / f"f{index}.png"), cv2.cvtColor(np.roll(astronaut, 40 * index, axis=1)[::2, ::2], cv2.COLOR_RGB2BGR))
     reference = tmp_path / "reference.pool.npz"
-    assert _calibrate(folder, reference, kernels=2).exit_code == 0
+    assert _calibrate(folder, reference, "--jobs", "2", kernels=2).exit_code == 0  # processes: same kernels
 
-    real = calibrate_module.estimate_kernel
-    calls = {"n": 0}
+    real = calibrate_module.estimate_kernels
 
-    def dies_on_the_second_kernel(*args: object, **kwargs: object):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def dies_after_the_first_kernel(*args: object, **kwargs: object):
+        for item in real(*args, **kwargs):
+            yield item
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
 
     out = tmp_path / "site.pool.npz"
-    monkeypatch.setattr(calibrate_module, "estimate_kernel", dies_on_the_second_kernel)
+    monkeypatch.setattr(calibrate_module, "estimate_kernels", dies_after_the_first_kernel)
     interrupted = _calibrate(folder, out, kernels=2)
     assert interrupted.exit_code == 130 and not out.exists()
     assert len(list((tmp_path / "site.pool.npz.partial").glob("kernel_*.npz"))) == 1
 
-    monkeypatch.setattr(calibrate_module, "estimate_kernel", real)
+    monkeypatch.setattr(calibrate_module, "estimate_kernels", real)
     resumed = _calibrate(folder, out, "--resume", kernels=2)
     assert resumed.exit_code == 0, resumed.stderr
     assert "1 of 2 kernels reused" in resumed.stderr

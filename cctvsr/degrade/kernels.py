@@ -50,10 +50,14 @@ CPU levers (measured by benchmarks/calibrate_speed.py):
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -617,3 +621,43 @@ def estimate_kernel(
         stopped_early=stopper is not None and stopper.stopped,
         seconds=time.perf_counter() - start,
     )
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def estimate_kernels(
+    images: Sequence[np.ndarray],
+    seeds: Sequence[int],
+    *,
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> Iterator[tuple[int, KernelEstimate]]:
+    """Estimate several images' kernels; yields (position, estimate) as each one finishes.
+
+    Each estimate runs on one torch thread: an iteration is many small ops that a second thread
+    only slows (measured: D's forward pass 8 ms at one thread, 190 ms at two on a busy 2-core
+    machine). Cores are used by running estimates side by side in `jobs` processes instead, so the
+    kernels do not depend on `jobs`. Per-iteration progress is reported only when jobs is 1."""
+    if len(images) != len(seeds):
+        raise ValueError("one seed per image")
+    if jobs <= 1 or len(images) <= 1:
+        for position, (image, seed) in enumerate(zip(images, seeds)):
+            with _torch_threads(1):
+                estimate = estimate_kernel(image, seed=seed, progress=progress, **options)
+            yield position, estimate
+        return
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    workers = min(jobs, len(images))
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {pool.submit(estimate_kernel, image, seed=seed, **options): i for i, (image, seed) in enumerate(zip(images, seeds))}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
