@@ -441,13 +441,14 @@ def finetune(
     detect_faces: Annotated[bool, typer.Option(help="Crop each photo to its detected faces (MTCNN / SCRFD); off: each photo is one face.")] = True,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes degrading pairs.")] = 2,
     device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="Training arithmetic: auto (fp16 AMP on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32), fp32, bf16 or fp16.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
 ) -> None:
     """Fine-tune the generator on HR faces degraded with a site's pool (the paper's training), and write a model directory.
 
     Checkpoints are written atomically; Ctrl-C saves one first, and --resume continues bit for bit (on CPU). The best EMA generator by validation is exported; `--stage both` also keeps the pixel model so that `upscale`/`enhance --fidelity` can trade texture for faithfulness.
     """
-    from cctvsr.train.finetune import FinetuneHooks, FinetuneRequest, finetune as run_finetune, read_config
+    from cctvsr.train.finetune import FinetuneHooks, FinetuneRequest, prepare_finetune, read_config, run_finetune
     from cctvsr.train.trainer import StageHooks
 
     with user_errors():
@@ -462,7 +463,7 @@ def finetune(
         top = {k: options.pop(k) for k in ("stage", "perceptual", "val_fraction", "val_every", "save_every", "jpeg_prob") if k in options}
         request = FinetuneRequest(
             pool=pool, hr_dir=hr_dir, out=out, init=init, arch=_arch(arch), settings=options, workers=workers,
-            resume=resume, device=device, **top,
+            resume=resume, device=device, precision=precision, **top,
         )
         detector = None
         if detect_faces:
@@ -470,6 +471,7 @@ def finetune(
 
             detector, message = create_detector("auto", min_face=40)
             err_console.print(message)
+        prepared = prepare_finetune(request, detector, err_console.print)
         with _progress() as progress:
             task = progress.add_task("", total=None)
 
@@ -492,7 +494,7 @@ def finetune(
                     ),
                 ),
             )
-            model_dir, outcomes = run_finetune(request, detector, hooks)
+            model_dir, outcomes = run_finetune(prepared, hooks)
         table = Table(title=f"finetune → {model_dir}")
         for column in ("stage", "best step", "PSNR dB", "SSIM", "ST-LPIPS", "vs initial model", "vs bicubic"):
             table.add_column(column)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -25,9 +26,9 @@ from cctvsr.faces.detections import FaceDetector
 from cctvsr.fsutil import atomic_path
 from cctvsr.sr.rrdb import RRDBConfig, RRDBNet
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights, save_model_dir, tensors_sha256
-from cctvsr.train.data import PairDataset, augment, load_hr_faces, split_faces, validation_pairs
+from cctvsr.train.data import HrFaces, PairDataset, augment, load_hr_faces, split_faces, validation_pairs
 from cctvsr.train.losses import perceptual_network
-from cctvsr.train.trainer import StageHooks, StageRun, StageSettings, StageTrainer, ValidationResult, checkpoints, run_stage
+from cctvsr.train.trainer import StageHooks, autocast_dtype, StageRun, StageSettings, StageTrainer, ValidationResult, checkpoints, run_stage
 
 STAGE_PLANS = {"pixel": ("pixel",), "gan": ("gan",), "both": ("pixel", "gan")}
 TOML_KEYS = frozenset(
@@ -53,6 +54,7 @@ class FinetuneRequest:
     workers: int = 2
     resume: bool = False
     device: str = "auto"
+    precision: str = "auto"  # autocast of the training step; see trainer.autocast_dtype
 
 
 @dataclass
@@ -162,8 +164,23 @@ def _record_run(train_dir: Path, identity: dict[str, Any], resume: bool) -> None
         tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def finetune(request: FinetuneRequest, detector: FaceDetector | None, hooks: FinetuneHooks | None = None) -> tuple[Path, list[StageOutcome]]:
-    hooks = hooks or FinetuneHooks()
+@dataclass
+class PreparedRun:
+    """A fine-tuning run whose every input has been checked: what `run_finetune` trains on."""
+
+    request: FinetuneRequest
+    pool: DegradationPool
+    pool_sha: str
+    init: GeneratorWeights
+    plans: dict[str, StageSettings]
+    found: HrFaces
+    train_faces: list[np.ndarray]
+    val_faces: list[np.ndarray]
+    device: torch.device
+
+
+def prepare_finetune(request: FinetuneRequest, detector: FaceDetector | None, message: Callable[[str], None] = lambda text: None) -> PreparedRun:
+    """Check and load everything a run needs, so that bad input fails before any training."""
     if request.stage not in STAGE_PLANS:
         raise InputError(f"unknown --stage {request.stage!r}: pixel, gan or both")
     pool = DegradationPool.load(request.pool)
@@ -172,22 +189,29 @@ def finetune(request: FinetuneRequest, detector: FaceDetector | None, hooks: Fin
             raise InputError(f"--jpeg-prob must be within [0, 1], got {request.jpeg_prob}")
         pool = replace(pool, jpeg_prob=request.jpeg_prob)
     device = _device(request.device)
+    autocast_dtype(request.precision, device)
     _check_out(request.out, request.resume)
     init = _initial_weights(request)
     plans = {stage: StageSettings(stage=stage, **request.settings) for stage in STAGE_PLANS[request.stage]}
-    lr_patch = next(iter(plans.values())).lr_patch
-    found = load_hr_faces(request.hr_dir, detector, min_size=max(128, lr_patch * pool.scale))
-    hooks.message(f"HR faces: {found.describe()}")
-    train_faces, val_faces = split_faces(found, request.val_fraction, plans[STAGE_PLANS[request.stage][0]].seed)
-    train_faces = augment(train_faces, lr_patch * pool.scale)
-    hooks.message(f"{len(train_faces)} training faces after augmentation, {len(val_faces)} validation faces")
+    first = plans[STAGE_PLANS[request.stage][0]]
+    found = load_hr_faces(request.hr_dir, detector, min_size=max(128, first.lr_patch * pool.scale))
+    message(f"HR faces: {found.describe()}")
+    train_faces, val_faces = split_faces(found, request.val_fraction, first.seed)
+    train_faces = augment(train_faces, first.lr_patch * pool.scale)
+    message(f"{len(train_faces)} training faces after augmentation, {len(val_faces)} validation faces")
+    return PreparedRun(request, pool, sha256_file(request.pool), init, plans, found, train_faces, val_faces, device)
+
+
+def run_finetune(prepared: PreparedRun, hooks: FinetuneHooks | None = None) -> tuple[Path, list[StageOutcome]]:
+    """Train the planned stages (resuming where checkpoints exist) and export the model directory."""
+    hooks = hooks or FinetuneHooks()
+    request, init, plans, pool = prepared.request, prepared.init, prepared.plans, prepared.pool
     perceptual, perceptual_name = (None, "none")
     if any(s.uses_perceptual for s in plans.values()):
-        perceptual, perceptual_name = perceptual_network(request.perceptual, device)
+        perceptual, perceptual_name = perceptual_network(request.perceptual, prepared.device)
         hooks.message(f"perceptual loss: {perceptual_name}")
-    pool_sha = sha256_file(request.pool)
     train_dir = request.out / "train"
-    _record_run(train_dir, _run_identity(request, pool_sha, init, len(found.faces)), request.resume)
+    _record_run(train_dir, _run_identity(request, prepared.pool_sha, init, len(prepared.found.faces)), request.resume)
 
     pixel_state = _pixel_start(init) if request.stage == "gan" else None
     start_state = dict(pixel_state) if pixel_state is not None else dict(init.state_dict)
@@ -197,13 +221,13 @@ def finetune(request: FinetuneRequest, detector: FaceDetector | None, hooks: Fin
         folder = train_dir / stage
         generator = RRDBNet(init.config)
         generator.load_state_dict(start_state)
-        trainer = StageTrainer(settings, generator, device, perceptual)
+        trainer = StageTrainer(settings, generator, prepared.device, perceptual, amp=request.precision)
         latest = checkpoints(folder)
         if latest:
             trainer.load(latest[-1])
         hooks.stage_started(stage, trainer.step, settings.iters)
-        dataset = PairDataset(train_faces, pool, settings.lr_patch, settings.batch_size, settings.seed)
-        val_pairs = validation_pairs(val_faces, pool, settings.lr_patch, settings.seed)
+        dataset = PairDataset(prepared.train_faces, pool, settings.lr_patch, settings.batch_size, settings.seed)
+        val_pairs = validation_pairs(prepared.val_faces, pool, settings.lr_patch, settings.seed)
         run = StageRun(folder, request.val_every, request.save_every, request.workers, hooks.stage)
         best = run_stage(trainer, dataset, val_pairs, run)
         results[stage] = load_file(str(folder / "best.safetensors"))
@@ -214,14 +238,20 @@ def finetune(request: FinetuneRequest, detector: FaceDetector | None, hooks: Fin
     final = results["gan"] if "gan" in results else results["pixel"]
     metadata = {
         "stage": request.stage,
-        "pool": {"path": str(request.pool), "sha256": pool_sha, "jpeg_prob": pool.jpeg_prob, "jpeg_quality": pool.jpeg_quality},
+        "pool": {"path": str(request.pool), "sha256": prepared.pool_sha, "jpeg_prob": pool.jpeg_prob, "jpeg_quality": pool.jpeg_quality},
         "init": {"name": init.name, "sha256": init.sha256, "source": init.source},
         "parameters": {stage: s.to_json() for stage, s in plans.items()} | {"perceptual": perceptual_name},
         "metrics": {o.stage: {"best": asdict(o.best), **o.reference} for o in outcomes},
         "seed": next(iter(plans.values())).seed,
-        "hr_faces": {"train": len(train_faces), "validation": len(val_faces), "found": found.describe()},
+        "hr_faces": {"train": len(prepared.train_faces), "validation": len(prepared.val_faces), "found": prepared.found.describe()},
         "versions": {"cctvsr": __version__, "torch": torch.__version__},
     }
     pair = pixel_state if (pixel_state is not None and "gan" in results) else None
     save_model_dir(request.out, init.config, final, pixel_state_dict=pair, metadata=metadata)
     return request.out, outcomes
+
+
+def finetune(request: FinetuneRequest, detector: FaceDetector | None, hooks: FinetuneHooks | None = None) -> tuple[Path, list[StageOutcome]]:
+    """prepare_finetune, then run_finetune."""
+    hooks = hooks or FinetuneHooks()
+    return run_finetune(prepare_finetune(request, detector, hooks.message), hooks)

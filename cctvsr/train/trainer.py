@@ -107,17 +107,36 @@ class StageHooks:
     saved: Callable[[int], None] = lambda step: None
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda")
+AMP_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type for the training step: "auto" is fp16 on CUDA (with loss scaling), bf16 on
+    a CPU with native bf16, and plain fp32 elsewhere (emulated bf16 is several times slower)."""
+    if amp not in AMP_CHOICES:
+        raise InputError(f"unknown precision {amp!r}: {', '.join(AMP_CHOICES)}")
+    if amp == "auto":
+        from cctvsr.sr.engine import cpu_has_native_bf16
+
+        amp = "fp16" if device.type == "cuda" else ("bf16" if cpu_has_native_bf16() else "fp32")
+    if amp == "fp16" and device.type != "cuda":
+        raise InputError("fp16 training needs CUDA")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 class StageTrainer:
     """G (and for the GAN stage D) with their optimisers, schedules and G's moving average."""
 
     def __init__(
-        self, settings: StageSettings, generator: RRDBNet, device: torch.device, perceptual: nn.Module | None = None
+        self,
+        settings: StageSettings,
+        generator: RRDBNet,
+        device: torch.device,
+        perceptual: nn.Module | None = None,
+        amp: str = "fp32",
     ) -> None:
         self.settings, self.device = settings, device
+        self.amp_dtype = autocast_dtype(amp, device)
         self.g = generator.to(device).train().requires_grad_(True)
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False)
         self.perceptual = perceptual if settings.uses_perceptual else None
@@ -131,7 +150,7 @@ class StageTrainer:
         if self.d is not None:
             self.opt_d = torch.optim.Adam(self.d.parameters(), lr=settings.learning_rate, betas=settings.betas)
             self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, settings.milestones, settings.decay_gamma)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.skipped = 0
         self.best: ValidationResult | None = None
@@ -139,10 +158,14 @@ class StageTrainer:
 
     # --- one iteration ----------------------------------------------------------------------
 
+    def _autocast(self) -> torch.autocast:
+        dtype = self.amp_dtype or torch.float32
+        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
+
     def generator_loss(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss on a batch, and its parts (detached), without touching any optimiser."""
         s = self.settings
-        with _autocast(self.device):
+        with self._autocast():
             sr = self.g(lr)
             l1 = F.l1_loss(sr.float(), hr)
             if s.stage == "pixel":
@@ -169,7 +192,7 @@ class StageTrainer:
         if self.d is not None:
             self.d.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
-            with _autocast(self.device):
+            with self._autocast():
                 d_loss = relativistic_d_loss(self.d(hr), self.d(self._last_sr))
             self._apply(d_loss, self.d, self.opt_d)
             self.sched_d.step()
