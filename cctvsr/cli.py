@@ -93,7 +93,9 @@ def _root(
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:6.1f}/s" if task.speed else "", style="progress.data.speed")
+        if not task.speed:
+            return Text("")
+        return Text(f"{task.speed:6.1f}/s" if task.speed >= 10 else f"{task.speed:6.3f}/s", style="progress.data.speed")
 
 
 def _progress_counts() -> Progress:
@@ -107,11 +109,12 @@ def _progress_counts() -> Progress:
     )
 
 
-def _progress() -> Progress:
+def _progress(*extra: ProgressColumn) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *extra,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
@@ -472,7 +475,7 @@ def finetune(
             detector, message = create_detector("auto", min_face=40)
             err_console.print(message)
         prepared = prepare_finetune(request, detector, err_console.print)
-        with _progress() as progress:
+        with _progress(_RateColumn()) as progress:
             task = progress.add_task("", total=None)
 
             def started(name: str, start: int, total: int) -> None:

@@ -226,3 +226,29 @@ def test_bad_input_is_one_line_before_any_training(
     assert result.exit_code == 2, result.output
     assert lines[-1].startswith("error:") and needle in lines[-1], lines
     assert not (out / "train").exists()
+
+
+def test_config_file_sets_options_and_flags_win(pool_file: Path, faces_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('stage = "pixel"\niters = 2\nbatch_size = 2\nlr_patch = 16\nseed = 7\nlearning_rate = 3e-4\n')
+    out = tmp_path / "model"
+    result = runner.invoke(
+        app,
+        ["finetune", "--pool", str(pool_file), "--hr-dir", str(faces_dir), "--out", str(out), "--init", "none", "--arch", TINY_ARCH,
+         "--no-detect-faces", "--workers", "0", "--config", str(config), "--iters", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "config.json").read_text())
+    assert document["stage"] == "pixel" and "pixel_weights" not in document
+    settings = document["parameters"]["pixel"]
+    assert (settings["iters"], settings["seed"], settings["learning_rate"], settings["lr_patch"]) == (1, 7, 3e-4, 16)
+
+
+def test_unknown_config_key_is_refused_with_one_line(pool_file: Path, faces_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("learnin_rate = 1e-3\n")
+    result = runner.invoke(
+        app, ["finetune", "--pool", str(pool_file), "--hr-dir", str(faces_dir), "--out", str(tmp_path / "m"), "--config", str(config)]
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "unknown key(s) learnin_rate" in lines[0]
