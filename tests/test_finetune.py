@@ -185,6 +185,15 @@ def test_upscale_with_the_exported_model_is_the_trainers_own_forward_pass(
     assert np.array_equal(to_image(torch.from_numpy(own.transpose(2, 0, 1) / 255.0)), written.astype(np.uint8))
 
 
+def _finetune_cli(pool: Path, hr_dir: Path, out: Path, *extra: str):
+    """The CLI on a fresh tiny network, each photo taken whole, pairs made in this process."""
+    return runner.invoke(
+        app,
+        ["finetune", "--pool", str(pool), "--hr-dir", str(hr_dir), "--out", str(out), "--init", "none", "--arch", TINY_ARCH,
+         "--no-detect-faces", "--workers", "0", *extra],
+    )
+
+
 @pytest.mark.parametrize(
     ("case", "needle"),
     [
@@ -217,11 +226,7 @@ def test_bad_input_is_one_line_before_any_training(
         blocker = tmp_path / "a-file"
         blocker.write_text("")
         out = blocker / "model"
-    result = runner.invoke(
-        app,
-        ["finetune", "--pool", str(pool), "--hr-dir", str(hr_dir), "--out", str(out), "--init", "none", "--arch", TINY_ARCH,
-         "--no-detect-faces", "--iters", "2", "--batch-size", "2", "--workers", "0"],
-    )
+    result = _finetune_cli(pool, hr_dir, out, "--iters", "2", "--batch-size", "2")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, result.output
     assert lines[-1].startswith("error:") and needle in lines[-1], lines
@@ -232,11 +237,7 @@ def test_config_file_sets_options_and_flags_win(pool_file: Path, faces_dir: Path
     config = tmp_path / "run.toml"
     config.write_text('stage = "pixel"\niters = 2\nbatch_size = 2\nlr_patch = 16\nseed = 7\nlearning_rate = 3e-4\n')
     out = tmp_path / "model"
-    result = runner.invoke(
-        app,
-        ["finetune", "--pool", str(pool_file), "--hr-dir", str(faces_dir), "--out", str(out), "--init", "none", "--arch", TINY_ARCH,
-         "--no-detect-faces", "--workers", "0", "--config", str(config), "--iters", "1"],
-    )
+    result = _finetune_cli(pool_file, faces_dir, out, "--config", str(config), "--iters", "1")
     assert result.exit_code == 0, result.output
     document = json.loads((out / "config.json").read_text())
     assert document["stage"] == "pixel" and "pixel_weights" not in document
