@@ -162,14 +162,14 @@ class StageTrainer:
         dtype = self.amp_dtype or torch.float32
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
 
-    def generator_loss(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """G's loss on a batch, and its parts (detached), without touching any optimiser."""
+    def generator_loss(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """G's loss on a batch, its parts (detached) and G's output, without touching any optimiser."""
         s = self.settings
         with self._autocast():
             sr = self.g(lr)
             l1 = F.l1_loss(sr.float(), hr)
             if s.stage == "pixel":
-                return l1, {"l1": l1.detach()}
+                return l1, {"l1": l1.detach()}, sr
             parts = {"l1": l1}
             total = s.l1_weight * l1
             if self.d is not None:
@@ -180,20 +180,19 @@ class StageTrainer:
             if self.perceptual is not None:
                 parts["perceptual"] = self.perceptual(sr.float().clamp(0, 1), hr).mean()
                 total = total + s.perceptual_weight * parts["perceptual"]
-        self._last_sr = sr.detach()
-        return total, {k: v.detach() for k, v in parts.items()}
+        return total, {k: v.detach() for k, v in parts.items()}, sr
 
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
         self.opt_g.zero_grad(set_to_none=True)
-        total, parts = self.generator_loss(lr, hr)
+        total, parts, sr = self.generator_loss(lr, hr)
         stepped = self._apply(total, self.g, self.opt_g)
         losses = {k: float(v) for k, v in parts.items()} | {"g_total": float(total.detach())}
         if self.d is not None:
             self.d.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
             with self._autocast():
-                d_loss = relativistic_d_loss(self.d(hr), self.d(self._last_sr))
+                d_loss = relativistic_d_loss(self.d(hr), self.d(sr.detach()))
             self._apply(d_loss, self.d, self.opt_d)
             self.sched_d.step()
             losses["d"] = float(d_loss.detach())
