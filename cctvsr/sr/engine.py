@@ -137,6 +137,16 @@ def resolve_plan(device: str = "auto", precision: str = "auto", channels_last: b
     return ExecutionPlan(torch.device(device), precision, True if channels_last is None else channels_last)
 
 
+def check_batching(batch_size: int, tile: int, tile_overlap: int) -> None:
+    """A one-line error for batch and tile settings the batcher cannot honour."""
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if tile and (tile < 32 or tile % PAD_MULTIPLE):
+        raise InputError(f"--tile must be 0 (off) or a multiple of {PAD_MULTIPLE} of at least 32, not {tile}")
+    if tile and not 0 < tile_overlap <= tile // 2:
+        raise InputError(f"--tile-overlap must be between 1 and half the tile ({tile // 2})")
+
+
 @dataclass(frozen=True)
 class _Piece:
     """A rectangle of one crop (the whole crop, or one tile of it) in LR pixels."""
@@ -192,12 +202,7 @@ class SuperResolver:
     ) -> None:
         """`weights` are run in PyTorch per device/precision/channels_last, unless a `runner` (ONNX
         Runtime, TensorRT) is given: then it runs them, and `weights` only names them."""
-        if batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
-        if tile and (tile < 32 or tile % PAD_MULTIPLE):
-            raise InputError(f"--tile must be 0 (off) or a multiple of {PAD_MULTIPLE} of at least 32, not {tile}")
-        if tile and not 0 < tile_overlap <= tile // 2:
-            raise InputError(f"--tile-overlap must be between 1 and half the tile ({tile // 2})")
+        check_batching(batch_size, tile, tile_overlap)
         if runner is None:
             if not isinstance(weights, GeneratorWeights):
                 raise InputError(f"{weights.name}: PyTorch needs the model's weights, not an exported graph")
