@@ -166,11 +166,11 @@ def upscale(
         if not sources:
             raise InputError("give at least one image or folder (or --demo)")
         jobs = plan_jobs(sources, out)
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
-        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
         weights = resolver.weights
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         with _progress() as progress:
