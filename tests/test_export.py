@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cctvsr.cli import app
-from cctvsr.errors import ExportError
+from cctvsr.errors import ExportError, WeightsError
 from cctvsr.sr import export
 from cctvsr.sr.engine import TorchRunner, resolve_plan
 from cctvsr.sr.export import FP16_UNCHECKED, OnnxModel, cached_export, export_onnx, read_onnx_model
@@ -133,5 +133,5 @@ def test_cached_export_is_made_once_then_reused_and_remade_when_damaged(isolated
 def test_a_file_that_is_not_onnx_is_refused_in_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00\x01 definitely not protobuf \xff" * 10)
-    with pytest.raises(Exception, match=r"junk\.onnx: not (an ONNX model|a generator exported)"):
+    with pytest.raises(WeightsError, match=r"junk\.onnx: not (an ONNX model|a generator exported)"):
         read_onnx_model(junk)
