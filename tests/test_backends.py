@@ -26,7 +26,7 @@ from cctvsr.sr.onnx_runtime import (
 from cctvsr.sr.tensorrt import (
     engine_cache_key, ort_profile_options, profile_index, tensorrt_cache_dir, tensorrt_profiles, tensorrt_status,
 )
-from cctvsr.sr.weights import save_model_dir
+from cctvsr.sr.weights import load_generator_weights, save_model_dir
 from tests.conftest import tiny_weights
 from tests.video_helpers import pan, write_clip
 
@@ -61,18 +61,22 @@ def test_upscale_backend_onnx_matches_torch_fp32_and_reuses_its_cached_export(
     src.mkdir()
     for name, (y, x, h, w) in {"a": (60, 170, 37, 41), "b": (200, 90, 24, 24), "c": (200, 330, 300, 45)}.items():
         cv2.imwrite(str(src / f"{name}.png"), cv2.cvtColor(astronaut[y : y + h, x : x + w], cv2.COLOR_RGB2BGR))
-    outputs = {}
+    sha = load_generator_weights(str(tiny_model_dir)).sha256
+    cached = isolated_cache / "onnx" / f"{sha}-fp32-op17-x1.onnx"
+    outputs, made = {}, {}
     for tag, extra in {"torch": ["--backend", "torch", "--precision", "fp32"], "onnx": ["--backend", "onnx"], "again": ["--backend", "onnx"]}.items():
         result = runner.invoke(app, ["upscale", str(src), "-o", str(tmp_path / tag), "--model", str(tiny_model_dir), "--tile", "64", *extra])
         assert result.exit_code == 0, result.output
         outputs[tag] = {p.name: cv2.imread(str(p)) for p in sorted((tmp_path / tag).glob("*.png"))}
+        made[tag] = cached.stat().st_mtime_ns if cached.exists() else None
     assert "onnx cpu fp32 (CPUExecutionProvider)" in result.stdout
     for name, reference in outputs["torch"].items():
         psnr, worst = _psnr_and_max(outputs["onnx"][name], reference)
         assert psnr >= 60.0 and worst <= 1, (name, psnr, worst)  # ≤ 1e-3 before rounding to 8 bits
         assert np.array_equal(outputs["again"][name], outputs["onnx"][name])
     assert outputs["onnx"]["c.png"].shape == (1200, 180, 3)  # tiled (300 px > 64 + 2·16) and blended
-    assert len(list((isolated_cache / "onnx").glob("*-fp32-op17-*.onnx"))) == 1
+    assert made["torch"] is None and made["onnx"] == made["again"]  # exported by the first onnx run, then re-used
+    assert [p.name for p in (isolated_cache / "onnx").glob(f"{sha}*")] == [cached.name]
 
 
 def test_enhance_backend_onnx_matches_torch_fp32_and_records_the_backend(tmp_path: Path, tiny_model_dir: Path) -> None:
