@@ -4,7 +4,6 @@ records, and that a failed export leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from cctvsr.cli import app
 from cctvsr.errors import ExportError, WeightsError
 from cctvsr.sr import export
 from cctvsr.sr.engine import TorchRunner, resolve_plan
-from cctvsr.sr.export import FP16_UNCHECKED, OnnxModel, cached_export, export_onnx, read_onnx_model
+from cctvsr.sr.export import FP16_UNCHECKED, OnnxModel, cached_export, export_onnx, output_difference, read_onnx_model
 from cctvsr.sr.onnx_runtime import CPU_EP, CUDA_EP, OnnxRuntimeRunner, usable_providers
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights, save_model_dir, tensors_sha256
 from tests.conftest import tiny_weights
@@ -41,9 +40,7 @@ def _parity(weights: GeneratorWeights, graph: OnnxModel, sizes, astronaut: np.nd
     for h, w in sizes:
         crops = np.stack([astronaut[y : y + h, x : x + w] for y, x in ((40, 160), (200, 90), (300, 330))])
         for batch in (crops[:1], crops):
-            diff = (torch_run(batch).astype(np.float64) - ort_run(batch)) / 255.0
-            mse = float(np.mean(diff**2))
-            results.append((float(np.abs(diff).max()), 10 * math.log10(1 / mse) if mse else math.inf))
+            results.append(output_difference(torch_run(batch), ort_run(batch)))
     return results
 
 
