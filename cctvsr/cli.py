@@ -416,40 +416,6 @@ def calibrate(
             err_console.print(f"[yellow]warning:[/] {warning}")
 
 
-@app.command("export-onnx")
-def export_onnx(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (atomically; nothing is left there if the export fails).")],
-    model: ModelOpt = "realesrgan-x4plus",
-    fp16: Annotated[bool, typer.Option("--fp16", help="Export an fp16 graph (for CUDA / TensorRT); its parity is checked where CUDA ONNX Runtime runs.")] = False,
-    fidelity: FidelityOpt = None,
-    opset: Annotated[int, typer.Option(min=17, help="ONNX opset (17 or newer).")] = 17,
-) -> None:
-    """Export the generator to ONNX for ONNX Runtime and TensorRT: dynamic batch, height and width.
-
-    Every export is compared with PyTorch fp32 on random face-sized inputs and a real photo (fp32: max abs diff ≤ 1e-3 and ≥ 60 dB PSNR, or the export fails); the result, the model name, weights sha256, --fidelity and cctvsr version are recorded in the file's metadata.
-    """
-    from cctvsr.sr.backends import load_weights
-    from cctvsr.sr.export import export_onnx as run_export
-
-    with user_errors():
-        weights = load_weights(model, fidelity)
-        with err_console.status(f"exporting {weights.name} and checking it against PyTorch …"):
-            graph = run_export(weights, out, fp16=fp16, opset=opset, warn=_warn)
-        parity = graph.parity
-        table = Table(title=f"export-onnx → {out}", show_header=False)
-        table.add_row("file", f"{out} ({out.stat().st_size / 1e6:.1f} MB, opset {graph.opset}, {graph.precision})")
-        table.add_row("model", f"{graph.name} (weights sha256 {graph.sha256[:12]})")
-        if fidelity is not None:
-            table.add_row("fidelity", f"{fidelity:g}")
-        if parity["checked"]:
-            table.add_row("parity", f"{parity['provider']}: max abs diff {parity['max_abs_diff']:.2e}, PSNR ≥ {parity['min_psnr_db']:.1f} dB ({parity['limit']})")
-            for case in parity["cases"]:
-                table.add_row("", f"{case['label']}: {case['max_abs_diff']:.2e}, {case['psnr_db']:.1f} dB")
-        else:
-            table.add_row("parity", "unchecked (no CUDA ONNX Runtime here)")
-        out_console.print(table)
-
-
 @app.command()
 def models() -> None:
     """List every model cctvsr knows, whether its weights are here, and what can run them."""
@@ -496,6 +462,40 @@ def models() -> None:
 
         status = "present" if STLPIPS_ALEX.locate() else f"missing (pip install {STLPIPS_ALEX.distribution})"
         out_console.print(f"perceptual metric: ST-LPIPS AlexNet ({STLPIPS_ALEX.licence}) from pip:{STLPIPS_ALEX.distribution}: {status}")
+
+
+@app.command("export-onnx")
+def export_onnx(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (atomically; nothing is left there if the export fails).")],
+    model: ModelOpt = "realesrgan-x4plus",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Export an fp16 graph (for CUDA / TensorRT); its parity is checked where CUDA ONNX Runtime runs.")] = False,
+    fidelity: FidelityOpt = None,
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset (17 or newer).")] = 17,
+) -> None:
+    """Export the generator to ONNX for ONNX Runtime and TensorRT: dynamic batch, height and width.
+
+    Every export is compared with PyTorch fp32 on random face-sized inputs and a real photo (fp32: max abs diff ≤ 1e-3 and ≥ 60 dB PSNR, or the export fails); the result, the model name, weights sha256, --fidelity and cctvsr version are recorded in the file's metadata.
+    """
+    from cctvsr.sr.backends import load_weights
+    from cctvsr.sr.export import export_onnx as run_export
+
+    with user_errors():
+        weights = load_weights(model, fidelity)
+        with err_console.status(f"exporting {weights.name} and checking it against PyTorch …"):
+            graph = run_export(weights, out, fp16=fp16, opset=opset, warn=_warn)
+        parity = graph.parity
+        table = Table(title=f"export-onnx → {out}", show_header=False)
+        table.add_row("file", f"{out} ({out.stat().st_size / 1e6:.1f} MB, opset {graph.opset}, {graph.precision})")
+        table.add_row("model", f"{graph.name} (weights sha256 {graph.sha256[:12]})")
+        if fidelity is not None:
+            table.add_row("fidelity", f"{fidelity:g}")
+        if parity["checked"]:
+            table.add_row("parity", f"{parity['provider']}: max abs diff {parity['max_abs_diff']:.2e}, PSNR ≥ {parity['min_psnr_db']:.1f} dB ({parity['limit']})")
+            for case in parity["cases"]:
+                table.add_row("", f"{case['label']}: {case['max_abs_diff']:.2e}, {case['psnr_db']:.1f} dB")
+        else:
+            table.add_row("parity", "unchecked (no CUDA ONNX Runtime here)")
+        out_console.print(table)
 
 
 def main() -> None:
