@@ -4,7 +4,6 @@ TensorRT profiles over the batcher's buckets, cache keys, warm-up shapes)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from typer.testing import CliRunner
 from cctvsr.cli import app
 from cctvsr.metrics import psnr
 from cctvsr.errors import DeviceError
-from cctvsr.sr import onnx_runtime
 from cctvsr.sr.backends import choose_backend, create_resolver, graph_precision
 from cctvsr.sr.engine import PAD_MULTIPLE, ExecutionPlan, SuperResolver
 from cctvsr.sr.onnx_runtime import (

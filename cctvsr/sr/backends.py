@@ -10,12 +10,17 @@ builds (once, cached) a native engine from the same export. A `.onnx` --model im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from cctvsr.assets import sha256_file
 from cctvsr.errors import DeviceError, InputError
 from cctvsr.sr.engine import SuperResolver, check_batching
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights
+
+if TYPE_CHECKING:
+    from cctvsr.sr.export import OnnxModel
+
+Warn = Callable[[str], None]
 
 BACKENDS = ("torch", "onnx", "tensorrt")
 # Square crop sides whose CUDA buckets are run once before the first face: the faces a CCTV
@@ -65,7 +70,7 @@ def create_resolver(
     tile: int = 256,
     tile_overlap: int = 16,
     fidelity: float | None = None,
-    warn: Callable[[str], None] = lambda _: None,
+    warn: Warn = lambda _: None,
 ) -> SuperResolver:
     """A SuperResolver for these options, or a one-line error naming what cannot be done here."""
     backend = choose_backend(model, backend)
@@ -81,7 +86,8 @@ def create_resolver(
     return _onnx(model, device, precision, fidelity, window, batch_size, common, warn)
 
 
-def _exported(model: str, precision: str, fidelity: float | None, warn: Callable[[str], None]):  # -> OnnxModel
+def _exported(model: str, precision: str, fidelity: float | None, warn: Warn) -> OnnxModel:
+    """The graph to run: a .onnx --model as it is (its precision must fit), else the cached export."""
     from cctvsr.sr.export import cached_export, read_onnx_model
 
     if is_onnx_path(model):
@@ -92,19 +98,25 @@ def _exported(model: str, precision: str, fidelity: float | None, warn: Callable
     return cached_export(load_weights(model, fidelity), fp16=precision == "fp16", warn=warn)
 
 
-def _onnx(model, device, precision, fidelity, window, batch_size, common, warn) -> SuperResolver:
+def _onnx(
+    model: str, device: str, precision: str, fidelity: float | None, window: int, batch_size: int, common: dict[str, Any], warn: Warn
+) -> SuperResolver:
     from cctvsr.sr.onnx_runtime import CPU_EP, OnnxRuntimeRunner, providers_for_device, usable_providers
     from cctvsr.sr.tensorrt import tensorrt_profiles
 
     providers = providers_for_device(device, usable_providers())
     gpu = providers[0] != CPU_EP
-    graph = _exported(model, "auto" if is_onnx_path(model) and precision == "auto" else graph_precision(precision, gpu), fidelity, warn)
+    # A .onnx file under --precision auto runs in its own precision; otherwise the device decides.
+    wanted = "auto" if is_onnx_path(model) and precision == "auto" else graph_precision(precision, gpu)
+    graph = _exported(model, wanted, fidelity, warn)
     profiles = tensorrt_profiles(batch_size, window) if window else []
     runner = OnnxRuntimeRunner(graph.path, providers, fp16=graph.fp16, profiles=profiles)
     return _warmed(SuperResolver(graph, runner=runner, **common))
 
 
-def _tensorrt(model, device, precision, fidelity, window, batch_size, common, warn) -> SuperResolver:
+def _tensorrt(
+    model: str, device: str, precision: str, fidelity: float | None, window: int, batch_size: int, common: dict[str, Any], warn: Warn
+) -> SuperResolver:
     from cctvsr.sr.tensorrt import TensorRTRunner, _import_tensorrt
 
     _import_tensorrt()  # fail in one line before exporting anything

@@ -8,6 +8,9 @@ result near the bottom and right edges. A crop larger than
 one window (tile + 2 × overlap) is cut into windows at a stride of `tile`: each window carries
 `overlap` pixels of context on every side, and neighbours are blended across their shared 2 ×
 overlap band, which bounds memory without a seam.
+
+The generator call itself is a `Runner`: PyTorch here (`TorchRunner`), ONNX Runtime and TensorRT in
+their own modules; everything around the call is the same for all of them.
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ class _Piece:
     w: int
 
 
-def _padded(n: int, multiple: int) -> int:
+def padded_size(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple: the bucket a side falls in."""
     return math.ceil(n / multiple) * multiple
 
 
@@ -259,7 +263,7 @@ class SuperResolver:
                 yield _Piece(index, y, x, wh, ww)
 
     def _batch_key(self, piece: _Piece) -> tuple[int, int]:
-        return _padded(piece.h, self.pad_multiple), _padded(piece.w, self.pad_multiple)
+        return padded_size(piece.h, self.pad_multiple), padded_size(piece.w, self.pad_multiple)
 
     def _chunks(self, pieces: list[_Piece], key: tuple[int, int]) -> Iterator[list[_Piece]]:
         # Bound memory: a batch holds at most batch_size pieces and about one window's pixels.

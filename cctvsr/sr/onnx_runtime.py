@@ -123,6 +123,10 @@ class OnnxRuntimeRunner:
         options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
         self.profiles = list(profiles) if TENSORRT_EP in providers else []
         chosen: list[Any] = [(name, provider_options(name, profiles, fp16)) for name in providers]
+        for _, opts in chosen:  # the TensorRT provider does not create its cache folders itself
+            for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+                if key in opts:
+                    Path(opts[key]).mkdir(parents=True, exist_ok=True)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=chosen)
         except Exception as exc:  # a graph ONNX Runtime cannot load: the user's file

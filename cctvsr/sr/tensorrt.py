@@ -21,7 +21,7 @@ import torch
 
 from cctvsr.errors import DeviceError, InputError
 from cctvsr.fsutil import atomic_path
-from cctvsr.sr.engine import PAD_MULTIPLE, SCALE, ExecutionPlan, _padded
+from cctvsr.sr.engine import PAD_MULTIPLE, SCALE, ExecutionPlan, padded_size
 from cctvsr.sr.weights import cache_dir
 
 INPUT, OUTPUT = "input", "output"
@@ -53,12 +53,12 @@ def tensorrt_profiles(batch_size: int, window: int) -> list[Profile]:
     window: sides are multiples of 8 from 8 to the padded window. Each profile's largest batch is
     the one the batcher's memory budget (about one window's pixels) allows at its largest square,
     so that the engine never reserves memory for batches that are never formed."""
-    top = _padded(window, PAD_MULTIPLE)
+    top = padded_size(window, PAD_MULTIPLE)
     edges = [edge for edge in PROFILE_EDGES if edge < top] + [top]
     profiles, low = [], 0
     for high in edges:
         max_batch = min(batch_size, max(1, window * window // (high * high)))
-        mid = _padded((low + high) // 2 + 1, PAD_MULTIPLE)
+        mid = padded_size((low + high) // 2 + 1, PAD_MULTIPLE)
         opt_batch = min(max_batch, max(1, window * window // (mid * mid)))
         profiles.append(
             Profile(
