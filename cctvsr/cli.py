@@ -28,7 +28,11 @@ out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ModelOpt = Annotated[
-    str, typer.Option(help="Registry name (see `cctvsr models`), model directory, or ESRGAN/Real-ESRGAN .pth/.safetensors file.")
+    str,
+    typer.Option(
+        help="Registry name (see `cctvsr models`), model directory, ESRGAN/Real-ESRGAN .pth/.safetensors file, "
+        "or a .onnx written by `cctvsr export-onnx` (--backend onnx/tensorrt)."
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when usable, else CPU), cpu or cuda.")]
 PrecisionOpt = Annotated[
