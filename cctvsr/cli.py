@@ -29,7 +29,11 @@ out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ModelOpt = Annotated[
-    str, typer.Option(help="Registry name (see `cctvsr models`), model directory, or ESRGAN/Real-ESRGAN .pth/.safetensors file.")
+    str,
+    typer.Option(
+        help="Registry name (see `cctvsr models`), model directory, ESRGAN/Real-ESRGAN .pth/.safetensors file, "
+        "or a .onnx written by `cctvsr export-onnx` (--backend onnx/tensorrt)."
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when usable, else CPU), cpu or cuda.")]
 PrecisionOpt = Annotated[
@@ -53,16 +57,30 @@ FidelityOpt = Annotated[
 ]
 
 
-def _resolver(
-    model: str, device: str, precision: str, batch_size: int, tile: int, tile_overlap: int, fidelity: float | None = None
-):  # -> SuperResolver
-    from cctvsr.sr.engine import SuperResolver
-    from cctvsr.sr.weights import load_generator_weights
+BackendOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="torch; onnx (ONNX Runtime on the best provider that works here: a .onnx --model as it is, otherwise the "
+        "weights exported once into the user cache); or tensorrt (a native engine built once and cached). "
+        "Default: torch, or onnx for a .onnx --model."
+    ),
+]
 
-    weights = load_generator_weights(model)
-    if fidelity is not None:
-        weights = weights.at_fidelity(fidelity)
-    return SuperResolver(weights, device=device, precision=precision, batch_size=batch_size, tile=tile, tile_overlap=tile_overlap)
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}")
+
+
+def _resolver(
+    model: str, device: str, precision: str, batch_size: int, tile: int, tile_overlap: int,
+    fidelity: float | None = None, backend: str | None = None,
+):  # -> SuperResolver
+    from cctvsr.sr.backends import create_resolver
+
+    return create_resolver(
+        model, backend=backend, device=device, precision=precision, batch_size=batch_size, tile=tile,
+        tile_overlap=tile_overlap, fidelity=fidelity, warn=_warn,
+    )
 
 
 @contextmanager
@@ -133,6 +151,7 @@ def upscale(
     tile: TileOpt = 256,
     tile_overlap: TileOverlapOpt = 16,
     fidelity: FidelityOpt = None,
+    backend: BackendOpt = None,
     demo: bool = typer.Option(
         False, "--demo", help="Add the embedded demo: a real photo (skimage astronaut) reduced to 128×128, restored ×4."
     ),
@@ -155,11 +174,11 @@ def upscale(
         if not sources:
             raise InputError("give at least one image or folder (or --demo)")
         jobs = plan_jobs(sources, out)
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
-        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity)
         weights = resolver.weights
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         with _progress() as progress:
@@ -202,6 +221,7 @@ def enhance(
     tile: TileOpt = 256,
     tile_overlap: TileOverlapOpt = 16,
     fidelity: FidelityOpt = None,
+    backend: BackendOpt = None,
     detector: Annotated[str, typer.Option(help="auto (InsightFace SCRFD when its pack is on disk, else MTCNN), mtcnn, or insightface.")] = "auto",
     insightface_pack: Annotated[str, typer.Option(help="InsightFace model pack for --detector insightface/auto: buffalo_l or buffalo_sc (non-commercial weights).")] = "buffalo_l",
     min_face: Annotated[int, typer.Option(min=1, help="Ignore faces whose box is smaller than this many px.")] = 20,
@@ -247,7 +267,7 @@ def enhance(
         )
         face_detector, message = create_detector(detector, pack=insightface_pack, min_face=min_face, threshold=det_threshold)
         err_console.print(message)
-        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity)
+        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
         weights = resolver.weights
         model_info = {"name": weights.name, "sha256": weights.sha256, "source": weights.source}
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
@@ -262,7 +282,7 @@ def enhance(
                 "input": {"label": item.label, "sha256": item.sha256},
                 "detector": face_detector.name,
                 "model": model_info,
-                "backend": "torch",
+                "backend": resolver.plan.backend,
                 "device": resolver.plan.device.type,
                 "precision": resolver.plan.precision,
                 "options": options.to_json(),
@@ -524,6 +544,8 @@ def models() -> None:
 
     from cctvsr.assets import STLPIPS_ALEX
     from cctvsr.sr.engine import cpu_has_native_bf16
+    from cctvsr.sr.onnx_runtime import CPU_EP, PROVIDER_ORDER, usable_providers
+    from cctvsr.sr.tensorrt import tensorrt_status
     from cctvsr.sr.weights import DEFAULT_MODEL, REGISTRY, weights_status
 
     with user_errors():
@@ -548,10 +570,53 @@ def models() -> None:
                 devices.add_row("torch", f"cuda:{index} {torch.cuda.get_device_name(index)}", "fp16, bf16, fp32", "auto = fp16 + channels_last")
         else:
             devices.add_row("torch", "cuda", "-", "no CUDA device usable by this PyTorch build")
+        providers = usable_providers()
+        for name in PROVIDER_ORDER:
+            note = "usable" if name in providers else "not usable here"
+            if name == CPU_EP:
+                devices.add_row("onnx", "cpu", "fp32", f"ONNX Runtime {name}: {note}")
+            else:
+                devices.add_row("onnx", "cuda", "fp16, fp32" if name in providers else "-", f"ONNX Runtime {name}: {note}")
+        trt_usable, trt_note = tensorrt_status()
+        devices.add_row("tensorrt", "cuda", "fp16, fp32" if trt_usable else "-", trt_note)
         out_console.print(devices)
 
         status = "present" if STLPIPS_ALEX.locate() else f"missing (pip install {STLPIPS_ALEX.distribution})"
         out_console.print(f"perceptual metric: ST-LPIPS AlexNet ({STLPIPS_ALEX.licence}) from pip:{STLPIPS_ALEX.distribution}: {status}")
+
+
+@app.command("export-onnx")
+def export_onnx(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (atomically; nothing is left there if the export fails).")],
+    model: ModelOpt = "realesrgan-x4plus",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Export an fp16 graph (for CUDA / TensorRT); its parity is checked where CUDA ONNX Runtime runs.")] = False,
+    fidelity: FidelityOpt = None,
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset (17 or newer).")] = 17,
+) -> None:
+    """Export the generator to ONNX for ONNX Runtime and TensorRT: dynamic batch, height and width.
+
+    Every export is compared with PyTorch fp32 on random face-sized inputs and a real photo (fp32: max abs diff ≤ 1e-3 and ≥ 60 dB PSNR, or the export fails); the result, the model name, weights sha256, --fidelity and cctvsr version are recorded in the file's metadata.
+    """
+    from cctvsr.sr.backends import load_weights
+    from cctvsr.sr.export import export_onnx as run_export
+
+    with user_errors():
+        weights = load_weights(model, fidelity)
+        with err_console.status(f"exporting {weights.name} and checking it against PyTorch …"):
+            graph = run_export(weights, out, fp16=fp16, opset=opset, warn=_warn)
+        parity = graph.parity
+        table = Table(title=f"export-onnx → {out}", show_header=False)
+        table.add_row("file", f"{out} ({out.stat().st_size / 1e6:.1f} MB, opset {graph.opset}, {graph.precision})")
+        table.add_row("model", f"{graph.name} (weights sha256 {graph.sha256[:12]})")
+        if fidelity is not None:
+            table.add_row("fidelity", f"{fidelity:g}")
+        if parity["checked"]:
+            table.add_row("parity", f"{parity['provider']}: max abs diff {parity['max_abs_diff']:.2e}, PSNR ≥ {parity['min_psnr_db']:.1f} dB ({parity['limit']})")
+            for case in parity["cases"]:
+                table.add_row("", f"{case['label']}: {case['max_abs_diff']:.2e}, {case['psnr_db']:.1f} dB")
+        else:
+            table.add_row("parity", "unchecked (no CUDA ONNX Runtime here)")
+        out_console.print(table)
 
 
 def main() -> None:

@@ -23,3 +23,7 @@ class ModelFormatError(WeightsError):
 
 class DeviceError(CctvsrError):
     """The requested device or precision is not available on this machine."""
+
+
+class ExportError(CctvsrError):
+    """An export that could not be made, or that does not compute what the PyTorch model does."""

@@ -8,6 +8,9 @@ result near the bottom and right edges. A crop larger than
 one window (tile + 2 × overlap) is cut into windows at a stride of `tile`: each window carries
 `overlap` pixels of context on every side, and neighbours are blended across their shared 2 ×
 overlap band, which bounds memory without a seam.
+
+The generator call itself is a `Runner`: PyTorch here (`TorchRunner`), ONNX Runtime and TensorRT in
+their own modules; everything around the call is the same for all of them.
 """
 
 from __future__ import annotations
@@ -18,17 +21,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from cctvsr.errors import DeviceError, InputError
-from cctvsr.sr.weights import GeneratorWeights
+from cctvsr.sr.weights import GeneratorWeights, ModelIdentity
 
 SCALE = 4
 PAD_MULTIPLE = 8  # on CUDA; 1 on CPU
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+UNBOUNDED_BATCH = 1 << 30  # a runner with no limit of its own on the batch
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -50,6 +54,8 @@ class ExecutionPlan:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
     channels_last: bool
+    backend: str = "torch"  # torch | onnx | tensorrt
+    detail: str = ""  # for onnx: the ONNX Runtime providers that run it
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -61,8 +67,56 @@ class ExecutionPlan:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def pad_multiple(self) -> int:
+        """Crops are padded to a multiple of this: 1 on CPU (padding is pure waste there), 8 on CUDA
+        (so that similar sizes share a batch, and engines see few distinct shapes)."""
+        return 1 if self.device.type == "cpu" else PAD_MULTIPLE
+
     def describe(self) -> str:
-        return f"{self.device.type} {self.precision}{' + channels_last' if self.channels_last else ''}"
+        text = f"{self.device.type} {self.precision}{' + channels_last' if self.channels_last else ''}"
+        if self.backend == "torch":
+            return text
+        return f"{self.backend} {text}" + (f" ({self.detail})" if self.detail else "")
+
+
+class Runner(Protocol):
+    """One generator call on one batch: what differs between torch, ONNX Runtime and TensorRT.
+    Everything around it (checks, bucketing, padding, tiling, blending, uint8 output) is shared."""
+
+    plan: ExecutionPlan
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 → (N, 4H, 4W, 3) float32 in [0, 255]."""
+        ...
+
+    def max_batch(self, height: int, width: int) -> int:
+        """Most crops of this padded size one call may take (an engine's profile can bound it)."""
+        ...
+
+
+class TorchRunner:
+    """The generator as a PyTorch module, on the plan's device, precision and memory layout."""
+
+    def __init__(self, weights: GeneratorWeights, plan: ExecutionPlan) -> None:
+        self.plan = plan
+        model = weights.build().to(device=plan.device, dtype=plan.weight_dtype)
+        self.model = model.to(memory_format=torch.channels_last) if plan.channels_last else model
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        plan = self.plan
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(plan.device).permute(0, 3, 1, 2)  # channels_last strides
+            x = x.to(plan.weight_dtype).div_(255.0)
+            if not plan.channels_last:
+                x = x.contiguous()
+            with plan.autocast():
+                y = self.model(x)
+            y = y.float().clamp_(0.0, 1.0).mul_(255.0)
+            return y.permute(0, 2, 3, 1).cpu().numpy()
+
+    def max_batch(self, height: int, width: int) -> int:
+        return UNBOUNDED_BATCH
 
 
 def resolve_plan(device: str = "auto", precision: str = "auto", channels_last: bool | None = None) -> ExecutionPlan:
@@ -86,6 +140,16 @@ def resolve_plan(device: str = "auto", precision: str = "auto", channels_last: b
     return ExecutionPlan(torch.device(device), precision, True if channels_last is None else channels_last)
 
 
+def check_batching(batch_size: int, tile: int, tile_overlap: int) -> None:
+    """A one-line error for batch and tile settings the batcher cannot honour."""
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if tile and (tile < 32 or tile % PAD_MULTIPLE):
+        raise InputError(f"--tile must be 0 (off) or a multiple of {PAD_MULTIPLE} of at least 32, not {tile}")
+    if tile and not 0 < tile_overlap <= tile // 2:
+        raise InputError(f"--tile-overlap must be between 1 and half the tile ({tile // 2})")
+
+
 @dataclass(frozen=True)
 class _Piece:
     """A rectangle of one crop (the whole crop, or one tile of it) in LR pixels."""
@@ -97,7 +161,8 @@ class _Piece:
     w: int
 
 
-def _padded(n: int, multiple: int) -> int:
+def padded_size(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple: the bucket a side falls in."""
     return math.ceil(n / multiple) * multiple
 
 
@@ -129,7 +194,7 @@ class SuperResolver:
 
     def __init__(
         self,
-        weights: GeneratorWeights,
+        weights: ModelIdentity,
         *,
         device: str = "auto",
         precision: str = "auto",
@@ -137,22 +202,23 @@ class SuperResolver:
         tile: int = 256,
         tile_overlap: int = 16,
         channels_last: bool | None = None,
+        runner: Runner | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
-        if tile and (tile < 32 or tile % PAD_MULTIPLE):
-            raise InputError(f"--tile must be 0 (off) or a multiple of {PAD_MULTIPLE} of at least 32, not {tile}")
-        if tile and not 0 < tile_overlap <= tile // 2:
-            raise InputError(f"--tile-overlap must be between 1 and half the tile ({tile // 2})")
-        self.plan = resolve_plan(device, precision, channels_last)
+        """`weights` are run in PyTorch per device/precision/channels_last, unless a `runner` (ONNX
+        Runtime, TensorRT) is given: then it runs them, and `weights` only names them."""
+        check_batching(batch_size, tile, tile_overlap)
+        if runner is None:
+            if not isinstance(weights, GeneratorWeights):
+                raise InputError(f"{weights.name}: PyTorch needs the model's weights, not an exported graph")
+            runner = TorchRunner(weights, resolve_plan(device, precision, channels_last))
+        self.runner = runner
+        self.plan = runner.plan
         self.weights = weights
         self.batch_size = batch_size
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.window = tile + 2 * tile_overlap if tile else 0
-        self.pad_multiple = 1 if self.plan.device.type == "cpu" else PAD_MULTIPLE
-        model = weights.build().to(device=self.plan.device, dtype=self.plan.weight_dtype)
-        self.model = model.to(memory_format=torch.channels_last) if self.plan.channels_last else model
+        self.pad_multiple = self.plan.pad_multiple
 
     def upscale(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each (H, W, 3) uint8 RGB crop as a (4H, 4W, 3) uint8 RGB image, in input order."""
@@ -197,12 +263,12 @@ class SuperResolver:
                 yield _Piece(index, y, x, wh, ww)
 
     def _batch_key(self, piece: _Piece) -> tuple[int, int]:
-        return _padded(piece.h, self.pad_multiple), _padded(piece.w, self.pad_multiple)
+        return padded_size(piece.h, self.pad_multiple), padded_size(piece.w, self.pad_multiple)
 
     def _chunks(self, pieces: list[_Piece], key: tuple[int, int]) -> Iterator[list[_Piece]]:
         # Bound memory: a batch holds at most batch_size pieces and about one window's pixels.
         budget = max(1, (self.window or 288) ** 2 // (key[0] * key[1]))
-        size = min(self.batch_size, budget)
+        size = min(self.batch_size, budget, self.runner.max_batch(*key))
         for start in range(0, len(pieces), size):
             yield pieces[start : start + size]
 
@@ -224,16 +290,28 @@ class SuperResolver:
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 → (N, 4H, 4W, 3) float32 in [0, 255]."""
-        plan = self.plan
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(plan.device).permute(0, 3, 1, 2)  # channels_last strides
-            x = x.to(plan.weight_dtype).div_(255.0)
-            if not plan.channels_last:
-                x = x.contiguous()
-            with plan.autocast():
-                y = self.model(x)
-            y = y.float().clamp_(0.0, 1.0).mul_(255.0)
-            return y.permute(0, 2, 3, 1).cpu().numpy()
+        return self.runner(batch)
+
+    def batch_shapes(self, sides: Sequence[int]) -> list[tuple[int, int, int]]:
+        """The (batch, height, width) shapes the batcher gives the runner for square crops of these
+        sides: each side's padded bucket, alone and in the largest batch it can be part of."""
+        shapes: dict[tuple[int, int, int], None] = {}
+        for side in sides:
+            for piece in self._pieces(0, side, side):
+                key = self._batch_key(piece)
+                largest = len(next(self._chunks([piece] * self.batch_size, key)))
+                for n in sorted({1, largest}):
+                    shapes[(n, *key)] = None
+        return list(shapes)
+
+    def warm_up(self, sides: Sequence[int]) -> int:
+        """Run each batch shape of `batch_shapes(sides)` once on a blank batch, so that the first
+        real faces of those sizes do not pay for per-shape set-up (cuDNN algorithm search,
+        ONNX Runtime's memory planning). Returns how many shapes were run."""
+        shapes = self.batch_shapes(sides)
+        for n, h, w in shapes:
+            self._forward(np.zeros((n, h, w, 3), np.uint8))
+        return len(shapes)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import platformdirs
 import torch
@@ -62,6 +62,20 @@ REGISTRY: dict[str, ModelSpec] = {
     )
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
+
+
+class ModelIdentity(Protocol):
+    """What names a generator in logs, manifests and PNG chunks, whatever runs it: weights in
+    PyTorch (`GeneratorWeights`) or an exported graph (`cctvsr.sr.export.OnnxModel`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,14 @@ class GeneratorWeights:
 def cache_dir() -> Path:
     """Where converted weights live; `CCTVSR_CACHE_DIR` overrides the user cache directory."""
     return Path(os.environ.get("CCTVSR_CACHE_DIR") or platformdirs.user_cache_dir("cctvsr"))
+
+
+def onnx_cache_path(weights: GeneratorWeights, *, fp16: bool, opset: int, exporter: str) -> Path:
+    """Where `--backend onnx` keeps its export of these weights: one file per weights sha256 (which
+    already differs per --fidelity α, named too for the reader), precision, opset and exporter."""
+    alpha = weights.metadata.get("fidelity")
+    tag = "" if alpha is None else f"-a{float(alpha):g}"
+    return cache_dir() / "onnx" / f"{weights.sha256}{tag}-{'fp16' if fp16 else 'fp32'}-op{opset}-x{exporter}.onnx"
 
 
 def _cached_path(spec: ModelSpec) -> Path:
