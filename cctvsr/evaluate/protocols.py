@@ -154,3 +154,17 @@ def load_pairs(folder: Path) -> tuple[list[EvalPair], str]:
     if not pairs:
         raise InputError(f"{folder}: the evaluation set lists no faces")
     return pairs, str(header.get("protocol", "?"))
+
+
+def faces_for_evaluation(hr_dir: Path, detector, hr_size: int, max_faces: int = 0):  # -> HrFaces
+    """The HR faces of `hr_dir`, cropped to the face exactly as `finetune` crops them, at least
+    hr_size px (64 when keeping native sizes: smaller would leave a 16-px LR face); the first
+    `max_faces` of them (0 = all) in file order."""
+    from cctvsr.train.data import load_hr_faces
+
+    found = load_hr_faces(hr_dir, detector, min_size=hr_size or 64)
+    if max_faces:
+        found.faces, found.sources = found.faces[:max_faces], found.sources[:max_faces]
+    if not found.faces:
+        raise InputError(f"no usable face to evaluate in {hr_dir}: {found.describe()}")
+    return found
