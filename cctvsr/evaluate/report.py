@@ -33,20 +33,21 @@ def _best(evaluation: Evaluation, key: str, higher: bool) -> set[str]:
 
 
 def rich_table(evaluation: Evaluation, title: str) -> Table:
-    """Methods as rows, metrics as columns with the better direction; the best mean in bold."""
+    """Metrics as rows (with the better direction), methods as columns; the best mean in bold.
+    (The paper's Table 2 turned on its side, so that a terminal holds all ten metrics.)"""
     table = Table(title=title)
-    table.add_column("method")
+    table.add_column("metric")
+    for result in evaluation.results:
+        table.add_column(result.method.name, justify="right")
     shown = [m for m in evaluation.metrics if m.score is not None]
     for metric in shown:
-        table.add_column(f"{metric.label} {metric.arrow}", justify="right")
-    table.add_column("s/face", justify="right")
-    for result in evaluation.results:
-        cells = [result.method.name]
-        for metric in shown:
+        best = _best(evaluation, metric.key, metric.higher_is_better)
+        cells = []
+        for result in evaluation.results:
             text = _fmt(result.mean(metric.key))
-            cells.append(f"[bold]{text}[/]" if result.method.name in _best(evaluation, metric.key, metric.higher_is_better) else text)
-        cells.append(f"{result.seconds / max(1, len(evaluation.pairs)):.2f}")
-        table.add_row(*cells)
+            cells.append(f"[bold]{text}[/]" if result.method.name in best else text)
+        table.add_row(f"{metric.label} {metric.arrow}", *cells)
+    table.add_row("seconds / face", *(f"{r.seconds / max(1, len(evaluation.pairs)):.2f}" for r in evaluation.results))
     unavailable = [f"{m.label}: unavailable ({m.unavailable})" for m in evaluation.metrics if m.score is None]
     notes = [f"{m.label}: {m.note}" for m in shown if m.note]
     if unavailable or notes:
