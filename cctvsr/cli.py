@@ -546,6 +546,37 @@ def _evaluation_methods(models: list[str], fidelities: list[float], device: str,
     return methods
 
 
+def _evaluate_no_reference(folder: Path, out: Path, identity: bool) -> None:
+    """Real footage without ground truth: labelled image statistics and per-track identity consistency."""
+    from cctvsr.evaluate.noref import find_tracks, identity_consistency, image_statistics
+    from cctvsr.evaluate.report import write_json
+
+    tracks = find_tracks(folder)
+    faces = sum(len(t.faces) for t in tracks)
+    with _progress() as progress:
+        task = progress.add_task("measuring", total=2 if identity else 1)
+        stats = image_statistics(tracks)
+        progress.advance(task)
+        consistency = identity_consistency(tracks) if identity else []
+        progress.advance(task)
+    table = Table(title=f"image statistics of {faces} faces in {len(tracks)} tracks of {folder} (descriptions, not quality scores)")
+    for column in ("statistic", "LR", "bicubic", "SR"):
+        table.add_column(column, justify="right")
+    for name, by_kind in stats.items():
+        table.add_row(name, *(f"{by_kind[k]:.3f}" if k in by_kind else "n/a" for k in ("lr", "bicubic", "sr")))
+    out_console.print(table)
+    if consistency:
+        ids = Table(title="identity consistency within tracks: mean pairwise dlib descriptor distance (lower = more alike)")
+        for column in ("track", "faces", "SR", "bicubic"):
+            ids.add_column(column, justify="right")
+        for row in consistency:
+            ids.add_row(str(row["track"]), str(row["faces"]), f"{row['sr']:.4f}", f"{row['bicubic']:.4f}")
+        out_console.print(ids)
+    path = out / "no_reference.json"
+    write_json(path, {"source": str(folder), "faces": faces, "tracks": len(tracks), "statistics": stats, "identity_consistency": consistency})
+    out_console.print(f"written: {path}")
+
+
 @app.command()
 def evaluate(
     hr_dir: Annotated[Optional[Path], typer.Option(help="Folder of high-quality face photos (searched recursively); cropped to each face as `finetune` does.")] = None,
@@ -562,6 +593,7 @@ def evaluate(
     sheet_faces: Annotated[int, typer.Option(min=0, help="Faces on the side-by-side sheet.png (0 = no sheet).")] = 4,
     identity: Annotated[bool, typer.Option(help="Measure identity with dlib face descriptors (offline; CC0 weights).")] = True,
     detect_faces: Annotated[bool, typer.Option(help="Crop each photo to its detected faces (MTCNN / SCRFD); off: each photo is one face.")] = True,
+    no_reference: Annotated[Optional[Path], typer.Option(help="Real footage without ground truth: an `enhance` output folder. Reports image statistics (not quality scores) of LR, bicubic and SR, and identity consistency within each track.")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchOpt = 8,
@@ -577,6 +609,11 @@ def evaluate(
     from cctvsr.evaluate.scoring import Evaluation, build_metrics, run_methods, score_results
 
     with user_errors():
+        if no_reference is not None:
+            if hr_dir is not None or lr_dir is not None or model:
+                raise InputError("--no-reference measures an enhance output as it is: no --hr-dir, --lr-dir or --model")
+            _evaluate_no_reference(no_reference, out, identity)
+            return
         if (hr_dir is None) == (lr_dir is None):
             raise InputError("give either --hr-dir (faces to degrade) or --lr-dir (a set saved with --save-lr)")
         if hr_size % 4:

@@ -190,3 +190,34 @@ def nlpd(a: np.ndarray, b: np.ndarray) -> float:
     _check_pair(a, b, min_size=NLPD_MIN_SIZE)
     pa, pb = (nlpd_pyramid(rgb_to_y(x) / 255.0) for x in (a, b))
     return float(np.mean([np.sqrt(np.mean((x - y) ** 2)) for x, y in zip(pa, pb)]))
+
+
+# --- image statistics without a reference (real footage): descriptions, not quality scores ---------
+
+
+def blockiness(img: np.ndarray, block: int = 8) -> float:
+    """How much stronger luma steps are across a block grid than inside blocks (1 = no blocking).
+    The grid's phase is unknown in a crop, so every phase is tried and the strongest kept."""
+    _check_image(img)
+    y = rgb_to_y(img)
+    dx, dy = np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0))
+    if dx.shape[1] < 2 * block or dy.shape[0] < 2 * block:
+        raise InputError(f"blockiness needs at least {2 * block + 1} px per side, got {img.shape[1]}×{img.shape[0]}")
+    ratios = []
+    for phase in range(block):
+        on_x = np.zeros(dx.shape[1], bool)
+        on_x[phase::block] = True
+        on_y = np.zeros(dy.shape[0], bool)
+        on_y[phase::block] = True
+        across = np.concatenate([dx[:, on_x].ravel(), dy[on_y].ravel()]).mean()
+        inside = np.concatenate([dx[:, ~on_x].ravel(), dy[~on_y].ravel()]).mean()
+        ratios.append(across / (inside + 1e-6))
+    return float(max(ratios))
+
+
+def noise_sigma(img: np.ndarray) -> float:
+    """scikit-image's wavelet estimate of Gaussian noise σ, in grey levels, averaged over RGB."""
+    from skimage.restoration import estimate_sigma
+
+    _check_image(img)
+    return float(estimate_sigma(img.astype(np.float64), channel_axis=-1, average_sigmas=True))

@@ -170,3 +170,40 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, astrona
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o" / "evaluation.json").exists()
+
+
+def test_no_reference_reports_labelled_statistics_and_identity_consistency_per_track(
+    astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    """An enhance-shaped folder of one track: three shifted views of a real face, LR | bicubic | SR
+    (an unsharp-masked bicubic stands in for SR: the statistics and the track logic are under test)."""
+    import cv2
+
+    from cctvsr.images import write_png
+
+    folder = tmp_path / "enhanced" / "clip-0000abcd" / "track_0001"
+    for frame, shift in enumerate((0, 4, 8)):
+        hr = np.ascontiguousarray(astronaut[20 + shift : 236 + shift, 120:336])
+        lr = cv2.resize(hr, (54, 54), interpolation=cv2.INTER_AREA)
+        write_png(folder / f"{frame:06d}_lr.png", lr)
+        bicubic = cv2.resize(lr, (216, 216), interpolation=cv2.INTER_CUBIC)
+        write_png(folder / f"{frame:06d}_bicubic.png", bicubic)
+        write_png(folder / f"{frame:06d}_sr.png", cv2.addWeighted(bicubic, 1.8, cv2.GaussianBlur(bicubic, (0, 0), 2.0), -0.8, 0))
+    result = runner.invoke(app, ["evaluate", "--no-reference", str(tmp_path / "enhanced"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "not quality scores" in result.output
+    document = json.loads((tmp_path / "out" / "no_reference.json").read_text())
+    assert document["faces"] == 3 and document["tracks"] == 1
+    stats = document["statistics"]
+    assert set(stats) == {"sharpness (Laplacian variance)", "blockiness (8-px grid)", "noise σ (estimate_sigma)"}
+    assert stats["sharpness (Laplacian variance)"]["lr"] > stats["sharpness (Laplacian variance)"]["bicubic"]
+    (track,) = document["identity_consistency"]
+    assert track["faces"] == 3 and track["track"] == "clip-0000abcd/track_0001"
+    assert 0 < track["bicubic"] < 0.6  # the same person in every view
+    assert 0 < track["sr"] < 0.6
+    assert stats["sharpness (Laplacian variance)"]["sr"] > stats["sharpness (Laplacian variance)"]["bicubic"]
+
+
+def test_no_reference_refuses_a_folder_without_enhance_output(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["evaluate", "--no-reference", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no enhance output" in result.output
