@@ -127,3 +127,33 @@ MTCNN_ONET = PackagedFile(
     sha256="d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
     licence="MIT",
 )
+
+# DISTS's learned per-channel weights alpha/beta (Ding et al. 2020), MIT. Only these: the backbone is
+# torchvision's ImageNet VGG16, looked for in $TORCH_HOME (cctvsr.perceptual.dists). The package's
+# own module imports torchvision and is never imported; it declares only torch, so installing it
+# pulls nothing else in.
+DISTS_ALPHA_BETA = PackagedFile(
+    package="DISTS_pytorch",
+    distribution="DISTS-pytorch",
+    relpath="weights.pt",
+    sha256="f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
+    licence="MIT",
+)
+
+# dlib's face recognition models (Davis King), CC0 / public domain, shipped by face-recognition-models.
+# Only the 5-point landmark model and the ResNet descriptor: the 68-point model's training data
+# (iBUG 300-W) forbids commercial use. The package imports pkg_resources, so it is located, not imported.
+DLIB_LANDMARKS_5 = PackagedFile(
+    package="face_recognition_models",
+    distribution="face-recognition-models",
+    relpath="models/shape_predictor_5_face_landmarks.dat",
+    sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    licence="CC0-1.0",
+)
+DLIB_FACE_DESCRIPTOR = PackagedFile(
+    package="face_recognition_models",
+    distribution="face-recognition-models",
+    relpath="models/dlib_face_recognition_resnet_model_v1.dat",
+    sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    licence="CC0-1.0",
+)

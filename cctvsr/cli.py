@@ -537,6 +537,143 @@ def _delta(best, reference: dict[str, float]) -> str:
     return f"PSNR {best.psnr - reference['psnr']:+.2f} dB, ST-LPIPS {best.perceptual - reference['perceptual']:+.4f}"
 
 
+EvalModelOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model", help="Model to compare with bicubic; repeat for several. Registry name, model directory or weights file (as `upscale --model`)."),
+]
+
+
+def _evaluation_methods(models: list[str], fidelities: list[float], device: str, precision: str, batch_size: int, tile: int, tile_overlap: int):
+    """Bicubic, then each model through the SuperResolver users run; a model directory with a
+    pixel/GAN pair once per --fidelity value (without --fidelity: its GAN model)."""
+    from cctvsr.evaluate.scoring import BICUBIC, Method
+
+    methods = [BICUBIC]
+    paired = False
+    for name in models:
+        resolver = _resolver(name, device, precision, batch_size, tile, tile_overlap)
+        resolvers = [resolver]
+        if fidelities and resolver.weights.has_fidelity_pair:
+            paired = True
+            resolvers = [_resolver(name, device, precision, batch_size, tile, tile_overlap, f) for f in fidelities]
+        for r in resolvers:
+            label = r.weights.name
+            if any(m.name == label for m in methods):
+                label = f"{label} #{len(methods)}"
+            methods.append(Method(label, r.upscale, f"{r.weights.source} (sha256 {r.weights.sha256[:12]}) on {r.plan.describe()}"))
+    if fidelities and not paired:
+        raise InputError("--fidelity needs a --model directory with a pixel/GAN pair (from `cctvsr finetune --stage both`)")
+    return methods
+
+
+def _evaluate_no_reference(folder: Path, out: Path, identity: bool) -> None:
+    """Real footage without ground truth: labelled image statistics and per-track identity consistency."""
+    from cctvsr.evaluate.noref import find_tracks, identity_consistency, image_statistics
+    from cctvsr.evaluate.report import write_json
+
+    tracks = find_tracks(folder)
+    faces = sum(len(t.faces) for t in tracks)
+    with _progress() as progress:
+        task = progress.add_task("measuring", total=2 if identity else 1)
+        stats = image_statistics(tracks)
+        progress.advance(task)
+        consistency = identity_consistency(tracks) if identity else []
+        progress.advance(task)
+    table = Table(title=f"image statistics of {faces} faces in {len(tracks)} tracks of {folder} (descriptions, not quality scores)")
+    for column in ("statistic", "LR", "bicubic", "SR"):
+        table.add_column(column, justify="right")
+    for name, by_kind in stats.items():
+        table.add_row(name, *(f"{by_kind[k]:.3f}" if k in by_kind else "n/a" for k in ("lr", "bicubic", "sr")))
+    out_console.print(table)
+    if consistency:
+        ids = Table(title="identity consistency within tracks: mean pairwise dlib descriptor distance (lower = more alike)")
+        for column in ("track", "faces", "SR", "bicubic"):
+            ids.add_column(column, justify="right")
+        for row in consistency:
+            ids.add_row(str(row["track"]), str(row["faces"]), f"{row['sr']:.4f}", f"{row['bicubic']:.4f}")
+        out_console.print(ids)
+    path = out / "no_reference.json"
+    write_json(path, {"source": str(folder), "faces": faces, "tracks": len(tracks), "statistics": stats, "identity_consistency": consistency})
+    out_console.print(f"written: {path}")
+
+
+@app.command()
+def evaluate(
+    hr_dir: Annotated[Optional[Path], typer.Option(help="Folder of high-quality face photos (searched recursively); cropped to each face as `finetune` does.")] = None,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for evaluation.csv, evaluation.json and sheet.png."),
+    model: EvalModelOpt = None,
+    fidelity: Annotated[Optional[list[float]], typer.Option(min=0.0, max=1.0, help="Evaluate model directories with a pixel/GAN pair at this fidelity (1 = pixel, 0 = GAN); repeat to compare several.")] = None,
+    protocol: Annotated[str, typer.Option(help="paper: kernel + Gaussian noise σ 8 + JPEG 30 (the paper's test; kernels from --pool, else built-in); pool: the --pool site degradation.")] = "paper",
+    pool: Annotated[Optional[Path], typer.Option(help="Degradation pool from `cctvsr calibrate` (site.pool.npz).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the degradation: the same faces, protocol and seed give the same LR set.")] = 0,
+    hr_size: Annotated[int, typer.Option(min=0, help="Ground-truth faces are their centred square shrunk to this many px (a multiple of 4; LR is a quarter); 0 = each face at its own size. Smaller faces are skipped.")] = 256,
+    max_faces: Annotated[int, typer.Option(min=0, help="Evaluate only the first N faces (0 = all).")] = 0,
+    save_lr: Annotated[Optional[Path], typer.Option(help="Also write the HR/LR set here (hr/, lr/, set.json) for re-use with --lr-dir.")] = None,
+    lr_dir: Annotated[Optional[Path], typer.Option(help="Re-use a set written by --save-lr instead of degrading --hr-dir.")] = None,
+    sheet_faces: Annotated[int, typer.Option(min=0, help="Faces on the side-by-side sheet.png (0 = no sheet).")] = 4,
+    identity: Annotated[bool, typer.Option(help="Measure identity with dlib face descriptors (offline; CC0 weights).")] = True,
+    detect_faces: Annotated[bool, typer.Option(help="Crop each photo to its detected faces (MTCNN / SCRFD); off: each photo is one face.")] = True,
+    no_reference: Annotated[Optional[Path], typer.Option(help="Real footage without ground truth: an `enhance` output folder. Reports image statistics (not quality scores) of LR, bicubic and SR, and identity consistency within each track.")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = 8,
+    tile: TileOpt = 256,
+    tile_overlap: TileOverlapOpt = 16,
+) -> None:
+    """Measure super-resolution on your own faces: the paper's protocol and metrics, bicubic and every --model side by side.
+
+    PSNR/SSIM on Y and RGB, MS-SSIM, NLPD, ST-LPIPS, LPIPS-Alex and DISTS (when their backbones are in $TORCH_HOME/hub/checkpoints), and identity: the dlib descriptor distance of each output from its HR face. A metric that cannot run is listed as unavailable with the reason.
+    """
+    from cctvsr.evaluate.protocols import faces_for_evaluation, load_pairs, make_pairs, make_protocol, save_pairs
+    from cctvsr.evaluate.report import rich_table, write_outputs
+    from cctvsr.evaluate.scoring import Evaluation, build_metrics, run_methods, score_results
+
+    with user_errors():
+        if no_reference is not None:
+            if hr_dir is not None or lr_dir is not None or model:
+                raise InputError("--no-reference measures an enhance output as it is: no --hr-dir, --lr-dir or --model")
+            _evaluate_no_reference(no_reference, out, identity)
+            return
+        if (hr_dir is None) == (lr_dir is None):
+            raise InputError("give either --hr-dir (faces to degrade) or --lr-dir (a set saved with --save-lr)")
+        if hr_size % 4:
+            raise InputError(f"--hr-size must be a multiple of 4, got {hr_size}")
+        if lr_dir is not None:
+            if save_lr is not None:
+                raise InputError("--save-lr with --lr-dir would only copy the set")
+            pairs, described = load_pairs(lr_dir)
+            if max_faces:
+                pairs = pairs[:max_faces]
+            source = f"{len(pairs)} faces from the saved set {lr_dir}"
+        else:
+            chosen = make_protocol(protocol, pool, seed)
+            detector = None
+            if detect_faces:
+                from cctvsr.faces.detect import create_detector
+
+                detector, message = create_detector("auto", min_face=40)
+                err_console.print(message)
+            found = faces_for_evaluation(hr_dir, detector, hr_size, max_faces)
+            pairs = make_pairs(found.faces, found.sources, chosen, hr_size)
+            described = chosen.describe()
+            source = f"{len(pairs)} faces of {hr_dir} ({found.describe()})"
+            if save_lr is not None:
+                save_pairs(save_lr, pairs, chosen, hr_size)
+        methods = _evaluation_methods(model or [], fidelity or [], device, precision, batch_size, tile, tile_overlap)
+        metric_list = build_metrics(min(min(p.hr.shape[:2]) for p in pairs), with_identity=identity)
+        err_console.print(f"{source}; protocol {described}")
+        with _progress() as progress:
+            sr_task = progress.add_task("super-resolving", total=len(pairs) * len(methods))
+            results = run_methods(pairs, methods, on_face=lambda: progress.advance(sr_task))
+            score_task = progress.add_task("scoring", total=len(pairs) * len(methods))
+            score_results(pairs, metric_list, results, on_face=lambda: progress.advance(score_task))
+        evaluation = Evaluation(pairs, metric_list, results, described)
+        extra = {"source": source, "hr_size": hr_size, "seed": seed}
+        paths = write_outputs(out, evaluation, extra, sheet_faces)
+        out_console.print(rich_table(evaluation, f"evaluate: {source}; {described}"))
+        out_console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
 @app.command()
 def models() -> None:
     """List every model cctvsr knows, whether its weights are here, and what can run them."""

@@ -8,15 +8,15 @@ files load with `weights_only=True`. Where either is missing, fine-tuning uses S
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cctvsr.assets import LPIPS_ALEX_HEADS, sha256_file
+from cctvsr.assets import LPIPS_ALEX_HEADS
 from cctvsr.errors import WeightsError
+from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_tensors
 from cctvsr.perceptual.stlpips import LAYER_CHANNELS, check_pair, weighted_distance
 
 BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's name; the suffix is its sha256 prefix
@@ -28,10 +28,7 @@ _BACKBONE_KEYS = {"features.0.": "conv1.", "features.3.": "conv2.", "features.6.
 
 def backbone_path() -> Path:
     """Where torch.hub keeps the AlexNet checkpoint: $TORCH_HOME/hub/checkpoints."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
-    )
-    return Path(home) / "hub" / "checkpoints" / BACKBONE_FILE
+    return hub_checkpoint(BACKBONE_FILE)
 
 
 def missing_files() -> list[str]:
@@ -42,13 +39,6 @@ def missing_files() -> list[str]:
     if LPIPS_ALEX_HEADS.locate() is None:
         missing.append("the LPIPS heads (pip install --no-deps lpips)")
     return missing
-
-
-def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for unreadable files
-        raise WeightsError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
 
 
 class LpipsAlex(nn.Module):
@@ -69,13 +59,13 @@ class LpipsAlex(nn.Module):
     def from_files(cls, backbone: Path, heads: Path, device: torch.device | str = "cpu") -> LpipsAlex:
         """Strict load: every backbone conv and head filled, nothing left over but the classifier."""
         state: dict[str, torch.Tensor] = {}
-        for key, value in _load(backbone, "AlexNet backbone").items():
+        for key, value in load_tensors(backbone, "AlexNet backbone").items():
             prefix = next((p for p in _BACKBONE_KEYS if key.startswith(p)), None)
             if prefix is not None:
                 state[_BACKBONE_KEYS[prefix] + key[len(prefix) :]] = value
             elif not key.startswith("classifier."):
                 raise WeightsError(f"{backbone}: unexpected key {key!r}: not torchvision's AlexNet")
-        for key, value in _load(heads, "LPIPS heads").items():
+        for key, value in load_tensors(heads, "LPIPS heads").items():
             if not (key.startswith("lin") and key.endswith(".model.1.weight")):
                 raise WeightsError(f"{heads}: unexpected key {key!r}: not LPIPS v0.1 heads")
             state[f"lins.{key[3:key.index('.')]}.weight"] = value
@@ -93,8 +83,7 @@ class LpipsAlex(nn.Module):
         if missing:
             raise WeightsError(f"LPIPS needs {' and '.join(missing)}; or use --perceptual stlpips")
         path = backbone_path()
-        if not sha256_file(path).startswith(BACKBONE_FILE.rsplit("-", 1)[1].split(".")[0]):
-            raise WeightsError(f"{path} does not match the sha256 its name carries (corrupt download?)")
+        check_named_sha256(path)
         return cls.from_files(path, LPIPS_ALEX_HEADS.require(), device=device)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
