@@ -543,7 +543,10 @@ EvalModelOpt = Annotated[
 ]
 
 
-def _evaluation_methods(models: list[str], fidelities: list[float], device: str, precision: str, batch_size: int, tile: int, tile_overlap: int):
+def _evaluation_methods(
+    models: list[str], fidelities: list[float], device: str, precision: str, batch_size: int, tile: int, tile_overlap: int,
+    backend: str | None,
+):
     """Bicubic, then each model through the SuperResolver users run; a model directory with a
     pixel/GAN pair once per --fidelity value (without --fidelity: its GAN model)."""
     from cctvsr.evaluate.scoring import BICUBIC, Method
@@ -551,11 +554,11 @@ def _evaluation_methods(models: list[str], fidelities: list[float], device: str,
     methods = [BICUBIC]
     paired = False
     for name in models:
-        resolver = _resolver(name, device, precision, batch_size, tile, tile_overlap)
+        resolver = _resolver(name, device, precision, batch_size, tile, tile_overlap, None, backend)
         resolvers = [resolver]
-        if fidelities and resolver.weights.has_fidelity_pair:
+        if fidelities and getattr(resolver.weights, "has_fidelity_pair", False):  # an ONNX graph has one weight set
             paired = True
-            resolvers = [_resolver(name, device, precision, batch_size, tile, tile_overlap, f) for f in fidelities]
+            resolvers = [_resolver(name, device, precision, batch_size, tile, tile_overlap, f, backend) for f in fidelities]
         for r in resolvers:
             label = r.weights.name
             if any(m.name == label for m in methods):
@@ -619,6 +622,7 @@ def evaluate(
     batch_size: BatchOpt = 8,
     tile: TileOpt = 256,
     tile_overlap: TileOverlapOpt = 16,
+    backend: BackendOpt = None,
 ) -> None:
     """Measure super-resolution on your own faces: the paper's protocol and metrics, bicubic and every --model side by side.
 
@@ -659,7 +663,7 @@ def evaluate(
             source = f"{len(pairs)} faces of {hr_dir} ({found.describe()})"
             if save_lr is not None:
                 save_pairs(save_lr, pairs, chosen, hr_size)
-        methods = _evaluation_methods(model or [], fidelity or [], device, precision, batch_size, tile, tile_overlap)
+        methods = _evaluation_methods(model or [], fidelity or [], device, precision, batch_size, tile, tile_overlap, backend)
         metric_list = build_metrics(min(min(p.hr.shape[:2]) for p in pairs), with_identity=identity)
         err_console.print(f"{source}; protocol {described}")
         with _progress() as progress:
