@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import av
@@ -15,7 +14,6 @@ import cctvsr.calibrate as calibrate_module
 from cctvsr.cli import app
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
 from cctvsr.degrade.pool import DegradationPool, blur_downsample
-from cctvsr.video import list_sources
 
 runner = CliRunner()
 FAST = ["--kernel-iters", "100", "--max-frames", "6", "--jobs", "1"]  # few iterations: the machinery, not the accuracy

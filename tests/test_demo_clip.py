@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samples.make_demo_clip import FACE_BOXES, ground_truth, gt_path, load_source, main, make_demo_clip, render_frames
+from samples.make_demo_clip import FACE_BOXES, ground_truth, gt_path, load_source, main, render_frames
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], dict[str, object]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from cctvsr.cli import app
 from cctvsr.degrade.pool import DegradationPool
-from cctvsr.evaluate.protocols import EvalPair, load_pairs, make_pairs, make_protocol, save_pairs
+from cctvsr.evaluate.protocols import load_pairs, make_pairs, make_protocol, save_pairs
 from cctvsr.images import read_image
 from cctvsr.sr.rrdb import RRDBConfig
 from cctvsr.train.finetune import FinetuneRequest, finetune

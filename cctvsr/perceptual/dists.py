@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from cctvsr.assets import DISTS_ALPHA_BETA
 from cctvsr.errors import WeightsError
-from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_tensors
+from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_strict, load_tensors, torchvision_features
 from cctvsr.perceptual.stlpips import check_pair
 
 BACKBONE_FILE = "vgg16-397923af.pth"  # torchvision's name; the suffix is its sha256 prefix
@@ -80,23 +80,12 @@ class Dists(nn.Module):
         """Strict load: all 13 VGG16 convolutions and alpha/beta; only the classifier may be left over."""
         names = [f"stages.{s}.{i}" for s, stage in enumerate(STAGES) for i in range(len(stage) - 1)]
         rename = {f"features.{t}.": f"{n}." for t, n in zip(TORCHVISION_CONV_INDEX, names)}
-        state: dict[str, torch.Tensor] = {}
-        for key, value in load_tensors(backbone, "VGG16 backbone").items():
-            prefix = next((p for p in rename if key.startswith(p)), None)
-            if prefix is not None:
-                state[rename[prefix] + key[len(prefix) :]] = value
-            elif not key.startswith("classifier."):
-                raise WeightsError(f"{backbone}: unexpected key {key!r}: not torchvision's VGG16")
+        state = torchvision_features(backbone, rename, "VGG16")
         weights = load_tensors(alpha_beta, "DISTS weights")
         if set(weights) != {"alpha", "beta"}:
             raise WeightsError(f"{alpha_beta}: expected tensors alpha and beta, found {sorted(weights)}")
         state.update(weights)
-        model = cls()
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise WeightsError(f"DISTS weights do not fit VGG16: {str(exc).strip().splitlines()[0]}") from None
-        return model.eval().requires_grad_(False).to(device)
+        return load_strict(cls(), state, "DISTS", device)
 
     @classmethod
     def from_torch_home(cls, device: torch.device | str = "cpu") -> Dists:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from cctvsr.assets import sha256_file
 from cctvsr.errors import WeightsError
@@ -35,3 +36,25 @@ def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for unreadable files
         raise WeightsError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
+
+
+def torchvision_features(path: Path, rename: dict[str, str], what: str) -> dict[str, torch.Tensor]:
+    """A torchvision classifier checkpoint's `features.N.` tensors under our module names; any
+    key that is neither a renamed feature layer nor the (unused) classifier is an error."""
+    state: dict[str, torch.Tensor] = {}
+    for key, value in load_tensors(path, f"{what} backbone").items():
+        prefix = next((p for p in rename if key.startswith(p)), None)
+        if prefix is not None:
+            state[rename[prefix] + key[len(prefix) :]] = value
+        elif not key.startswith("classifier."):
+            raise WeightsError(f"{path}: unexpected key {key!r}: not torchvision's {what}")
+    return state
+
+
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str, device: torch.device | str) -> nn.Module:
+    """Every parameter and buffer filled, nothing left over; the network frozen as a yardstick."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{what} weights do not fit the network: {str(exc).strip().splitlines()[0]}") from None
+    return model.eval().requires_grad_(False).to(device)

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from cctvsr.assets import LPIPS_ALEX_HEADS
 from cctvsr.errors import WeightsError
-from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_tensors
+from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_strict, load_tensors, torchvision_features
 from cctvsr.perceptual.stlpips import LAYER_CHANNELS, check_pair, weighted_distance
 
 BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's name; the suffix is its sha256 prefix
@@ -58,24 +58,14 @@ class LpipsAlex(nn.Module):
     @classmethod
     def from_files(cls, backbone: Path, heads: Path, device: torch.device | str = "cpu") -> LpipsAlex:
         """Strict load: every backbone conv and head filled, nothing left over but the classifier."""
-        state: dict[str, torch.Tensor] = {}
-        for key, value in load_tensors(backbone, "AlexNet backbone").items():
-            prefix = next((p for p in _BACKBONE_KEYS if key.startswith(p)), None)
-            if prefix is not None:
-                state[_BACKBONE_KEYS[prefix] + key[len(prefix) :]] = value
-            elif not key.startswith("classifier."):
-                raise WeightsError(f"{backbone}: unexpected key {key!r}: not torchvision's AlexNet")
+        state = torchvision_features(backbone, _BACKBONE_KEYS, "AlexNet")
         for key, value in load_tensors(heads, "LPIPS heads").items():
             if not (key.startswith("lin") and key.endswith(".model.1.weight")):
                 raise WeightsError(f"{heads}: unexpected key {key!r}: not LPIPS v0.1 heads")
             state[f"lins.{key[3:key.index('.')]}.weight"] = value
         model = cls()
         state.update(shift=model.shift, scale=model.scale)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise WeightsError(f"LPIPS weights do not fit AlexNet: {str(exc).strip().splitlines()[0]}") from None
-        return model.eval().requires_grad_(False).to(device)
+        return load_strict(model, state, "LPIPS", device)
 
     @classmethod
     def from_torch_home(cls, device: torch.device | str = "cpu") -> LpipsAlex:
