@@ -65,3 +65,53 @@ def test_landmarks_from_the_hr_face_score_a_copy_as_zero_and_a_blur_as_farther(a
     near = model.distance(reference, cv2.GaussianBlur(face, (0, 0), 1.0))
     far = model.distance(reference, cv2.GaussianBlur(face, (0, 0), 6.0))
     assert 0 < near < far
+
+
+def test_arcface_alignment_maps_the_landmarks_onto_its_template() -> None:
+    from cctvsr.evaluate.arcface import TEMPLATE_112, alignment_matrix
+
+    angle = np.radians(17.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = (TEMPLATE_112 - 56.0) @ rotation.T * 2.3 + [140.0, 95.0]
+    matrix = alignment_matrix(landmarks)
+    mapped = landmarks @ matrix[:, :2].T + matrix[:, 2]
+    assert np.abs(mapped - TEMPLATE_112).max() < 0.01
+
+
+def _flatten_onnx(path: Path) -> None:
+    """A stand-in recognition network: the aligned face's pixels as its embedding."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input.1"], ["embedding"], axis=1)],
+        "flatten",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3 * 112 * 112])],
+    )
+    path.parent.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_arcface_metric_runs_when_a_pack_recogniser_is_on_disk_and_says_why_not_otherwise(
+    astronaut: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cv2
+
+    from cctvsr.evaluate import arcface
+    from cctvsr.evaluate.scoring import build_metrics
+
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path))
+    arcface.arcface.cache_clear()
+    absent = {m.key: m for m in build_metrics(128, with_identity=True)}["identity_arcface"]
+    assert absent.score is None and "no InsightFace recognition model" in absent.unavailable
+
+    _flatten_onnx(tmp_path / "models" / "buffalo_l" / "w600k_r50.onnx")
+    arcface.arcface.cache_clear()
+    metric = {m.key: m for m in build_metrics(128, with_identity=True)}["identity_arcface"]
+    hr = np.ascontiguousarray(astronaut[20:148, 150:278])
+    blurred = cv2.GaussianBlur(hr, (0, 0), 1.5)
+    other = np.ascontiguousarray(astronaut[300:428, 300:428])
+    same, near, far = metric.score(hr, hr, 0), metric.score(hr, blurred, 0), metric.score(hr, other, 0)
+    assert abs(same - 1.0) < 1e-6 and far < near < same
+    arcface.arcface.cache_clear()

@@ -350,7 +350,8 @@ class ScrfdDetector:
 # Choosing a detector
 
 
-def _insightface_root(root: Path | None) -> Path:
+def insightface_root(root: Path | None = None) -> Path:
+    """Where InsightFace packs live: $INSIGHTFACE_HOME, else ~/.insightface."""
     if root is not None:
         return Path(root)
     return Path(os.environ.get("INSIGHTFACE_HOME") or Path.home() / ".insightface").expanduser()
@@ -370,7 +371,7 @@ def _pack_detector_or_problem(pack: str, root: Path | None) -> tuple[Path | None
     if pack not in INSIGHTFACE_PACK_DETECTORS:
         known = ", ".join(INSIGHTFACE_PACK_DETECTORS)
         raise InputError(f"unknown InsightFace pack {pack!r}: choose one of {known}")
-    models = _insightface_root(root) / "models"
+    models = insightface_root(root) / "models"
     folder = models / pack
     if not folder.is_dir():
         return None, f"not found in {_shown(models)}"
@@ -423,7 +424,7 @@ def create_detector(
             licence = "its weights are for non-commercial research only"
             return detector, f"detector: InsightFace SCRFD {path.stem} from {pack} — {licence}"
     if kind == "insightface":
-        folder = _insightface_root(root) / "models" / pack
+        folder = insightface_root(root) / "models" / pack
         raise InputError(
             f"InsightFace pack {pack} {problem}: unzip {_INSIGHTFACE_ZOO_URL}/{pack}.zip into {_shown(folder)} "
             "(weights for non-commercial research only), or use the embedded MTCNN detector"
