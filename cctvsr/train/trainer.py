@@ -388,7 +388,10 @@ def _validate(trainer: StageTrainer, val_pairs: list[TrainingPair], run: StageRu
         trainer.best = result
         with atomic_path(run.folder / "best.safetensors") as tmp:
             save_file(_cpu(trainer.ema.state_dict()), str(tmp), {"step": str(trainer.step)})
-    record = {"stage": trainer.settings.stage, **asdict(result), "losses": losses, "best_step": trainer.best.step}
+    record = {
+        "stage": trainer.settings.stage, **asdict(result), "losses": losses, "best_step": trainer.best.step,
+        "bicubic": trainer.reference.get("bicubic"), "initial": trainer.reference.get("initial"),
+    }
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
