@@ -38,7 +38,7 @@ def rich_table(evaluation: Evaluation, title: str) -> Table:
     table = Table(title=title)
     table.add_column("metric")
     for result in evaluation.results:
-        table.add_column(result.method.name, justify="right")
+        table.add_column(result.method.name, justify="right", overflow="fold")  # a model name must read whole
     shown = [m for m in evaluation.metrics if m.score is not None]
     for metric in shown:
         best = _best(evaluation, metric.key, metric.higher_is_better)
