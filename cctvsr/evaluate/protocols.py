@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
@@ -22,6 +21,7 @@ from cctvsr.degrade.pool import DegradationPool, blur_downsample, jpeg_roundtrip
 from cctvsr.errors import InputError
 from cctvsr.fsutil import atomic_path
 from cctvsr.images import read_image, write_png
+from cctvsr.train.data import centred_square, load_hr_faces
 
 SCALE = 4
 PROTOCOLS = ("paper", "pool")
@@ -101,10 +101,7 @@ def fit_hr(face: np.ndarray, hr_size: int) -> np.ndarray:
     """The face as ground truth: its centred square shrunk (INTER_AREA) to hr_size, or with hr_size
     0 the face itself trimmed to a multiple of 4 (so that LR × 4 is exactly the HR size)."""
     if hr_size:
-        side = min(face.shape[:2])
-        top, left = (face.shape[0] - side) // 2, (face.shape[1] - side) // 2
-        square = face[top : top + side, left : left + side]
-        return cv2.resize(square, (hr_size, hr_size), interpolation=cv2.INTER_AREA) if side != hr_size else square.copy()
+        return centred_square(face, hr_size)
     h, w = (s - s % SCALE for s in face.shape[:2])
     return np.ascontiguousarray(face[:h, :w])
 
@@ -160,8 +157,6 @@ def faces_for_evaluation(hr_dir: Path, detector, hr_size: int, max_faces: int = 
     """The HR faces of `hr_dir`, cropped to the face exactly as `finetune` crops them, at least
     hr_size px (64 when keeping native sizes: smaller would leave a 16-px LR face); the first
     `max_faces` of them (0 = all) in file order."""
-    from cctvsr.train.data import load_hr_faces
-
     found = load_hr_faces(hr_dir, detector, min_size=hr_size or 64)
     if max_faces:
         found.faces, found.sources = found.faces[:max_faces], found.sources[:max_faces]

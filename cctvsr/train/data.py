@@ -40,7 +40,7 @@ class HrFaces:
     too_small: int = 0
     unreadable: int = 0
     without_face: int = 0
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # why each unreadable file was skipped
 
     def describe(self) -> str:
         return (
@@ -182,15 +182,21 @@ def to_image(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def centred_square(face: np.ndarray, size: int) -> np.ndarray:
+    """The face's centred square, shrunk (INTER_AREA) to size × size: a fixed-size ground truth."""
+    side = min(face.shape[:2])
+    top, left = (face.shape[0] - side) // 2, (face.shape[1] - side) // 2
+    square = face[top : top + side, left : left + side]
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA) if side != size else square.copy()
+
+
 def validation_pairs(faces: list[np.ndarray], pool: DegradationPool, lr_patch: int, seed: int) -> list[TrainingPair]:
     """Each validation face's centred square, shrunk (INTER_AREA) to the HR patch and degraded with
     a fixed seed: the same pairs at every validation, in every run with that seed."""
     p = lr_patch * pool.scale
     pairs = []
     for i, face in enumerate(faces):
-        side = min(face.shape[:2])
-        top, left = (face.shape[0] - side) // 2, (face.shape[1] - side) // 2
-        hr = cv2.resize(face[top : top + side, left : left + side], (p, p), interpolation=cv2.INTER_AREA)
+        hr = centred_square(face, p)
         degraded = pool.degrade(hr, pair_rng(seed, VALIDATION_STREAM, i))
         pairs.append(TrainingPair(lr=degraded.lr, hr=hr, kernel_index=degraded.kernel_index))
     return pairs

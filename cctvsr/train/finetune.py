@@ -196,6 +196,8 @@ def prepare_finetune(request: FinetuneRequest, detector: FaceDetector | None, me
     first = plans[STAGE_PLANS[request.stage][0]]
     found = load_hr_faces(request.hr_dir, detector, min_size=max(128, first.lr_patch * pool.scale))
     message(f"HR faces: {found.describe()}")
+    for note in found.notes:
+        message(f"skipped: {note}")
     train_faces, val_faces = split_faces(found, request.val_fraction, first.seed)
     train_faces = augment(train_faces, first.lr_patch * pool.scale)
     message(f"{len(train_faces)} training faces after augmentation, {len(val_faces)} validation faces")
