@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from cctvsr.faces.detections import FaceDetections
+from cctvsr.fsutil import fsync_dir
 from cctvsr.video import Frame
 
 TRACKED = (40, 220, 40)
@@ -39,7 +40,7 @@ class AnnotatedVideo:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+        self.tmp = path.with_name(f".{path.name}.annotate.tmp")
         self.container: av.container.OutputContainer | None = None
         self.stream = None
         self.last_pts = -1
@@ -72,6 +73,7 @@ class AnnotatedVideo:
             self.container.mux(packet)
         self.container.close()
         os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
         self.container = None
 
     def abort(self) -> None:

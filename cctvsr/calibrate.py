@@ -8,7 +8,8 @@ finished, so `--resume` after a kill only estimates the kernels that are missing
 
 from __future__ import annotations
 
-import json
+import hashlib
+import io
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,9 +29,12 @@ from cctvsr.errors import InputError
 from cctvsr.faces.crop import crop_face
 from cctvsr.faces.detections import FaceDetector
 from cctvsr.fsutil import atomic_path
+from cctvsr.manifest import ManifestWriter, read_manifest
+from cctvsr.run_folder import read_state, verify_listed, write_state
 from cctvsr.video import DecodeStats, Frame, SourceInfo, read_frames
 
 MIN_FACE_REGION = 64  # px: KernelGAN needs room for its 64-px crops
+MIN_FRAME = MIN_FACE_REGION  # px: footage whose every frame is smaller cannot be calibrated
 
 
 @dataclass(frozen=True)
@@ -144,29 +148,30 @@ def _pick(regions: Sequence[np.ndarray], count: int) -> list[int]:
 
 
 class KernelCheckpoint:
-    """Finished kernels beside the output (`<out>.partial/`), valid only for the same inputs and options."""
+    """Finished kernels beside the output (`<out>.partial/`), valid only for the same inputs and options.
+    Each kernel file is listed with its sha256 in `kernels.jsonl`, and `--resume` verifies them all."""
 
     def __init__(self, out: Path, identity: dict[str, Any], resume: bool) -> None:
         self.folder = out.with_name(out.name + ".partial")
         state = self.folder / "state.json"
+        self.listed: dict[str, str] = {}
         if self.folder.exists() and resume:
-            try:
-                previous = json.loads(state.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                raise InputError(f"{self.folder}: unreadable checkpoint; delete it to start over") from None
-            if previous != identity:
+            if read_state(state) != identity:
                 raise InputError(f"--resume: the footage or options differ from the interrupted calibration in {self.folder}")
+            self.listed = {r["path"]: r["sha256"] for r in read_manifest(self.folder / "kernels.jsonl")}
+            verify_listed(self.folder, self.listed.items())
         else:
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
-            with atomic_path(state) as tmp:
-                tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            write_state(state, identity)
 
     def _path(self, index: int) -> Path:
         return self.folder / f"kernel_{index:03d}.npz"
 
     def load(self, index: int) -> KernelEstimate | None:
+        if self._path(index).name not in self.listed:  # written but not listed: a kill between the two
+            return None
         try:
             with np.load(self._path(index), allow_pickle=False) as data:
                 return KernelEstimate(
@@ -177,9 +182,13 @@ class KernelCheckpoint:
             return None
 
     def save(self, index: int, estimate: KernelEstimate) -> None:
-        with atomic_path(self._path(index)) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, k2=estimate.k2, k4=estimate.k4, iterations=estimate.iterations,
-                     stopped_early=estimate.stopped_early, seconds=estimate.seconds)
+        buffer = io.BytesIO()
+        np.savez(buffer, k2=estimate.k2, k4=estimate.k4, iterations=estimate.iterations,
+                 stopped_early=estimate.stopped_early, seconds=estimate.seconds)
+        with atomic_path(self._path(index)) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        with ManifestWriter(self.folder / "kernels.jsonl") as ledger:
+            ledger.append({"path": self._path(index).name, "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()})
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -210,6 +219,8 @@ def calibrate(
     t0 = time.perf_counter()
     sampled = sample_frames(sources, options.max_frames, warnings)
     frames = [frame for _, frame in sampled]
+    if frames and max(min(frame.image.shape[:2]) for frame in frames) < MIN_FRAME:
+        raise InputError(f"every frame is smaller than {MIN_FRAME}×{MIN_FRAME} px; too small to calibrate from")
     regions = estimation_regions(frames, options.faces_only, detector)
     if len(regions) < options.kernels:
         what = f"face regions of at least {MIN_FACE_REGION} px" if options.faces_only else "frames"

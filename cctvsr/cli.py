@@ -17,7 +17,7 @@ from rich.text import Text
 from rich.table import Table
 
 from cctvsr import __version__
-from cctvsr.errors import CctvsrError, InputError
+from cctvsr.errors import CctvsrError, InputError, OutputError, os_error_message
 
 app = typer.Typer(
     add_completion=False,
@@ -91,6 +91,9 @@ def user_errors() -> Iterator[None]:
     except CctvsrError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # the machine refused: read-only, full disk, permission, not a folder
+        err_console.print(f"[bold red]error:[/] {os_error_message(exc)}")
+        raise typer.Exit(OutputError.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: files already written are complete")
         raise typer.Exit(130) from None
@@ -163,22 +166,22 @@ def upscale(
     import cv2
 
     from cctvsr import demo as demo_input
-    from cctvsr.metrics import st_lpips
+    from cctvsr.evidence import keep_apart
+    from cctvsr.fsutil import ensure_writable_folder
     from cctvsr.images import read_image
+    from cctvsr.metrics import st_lpips
     from cctvsr.upscale import plan_jobs, run_jobs
 
     with user_errors():
         sources = list(inputs or [])
+        if not sources and not demo:
+            raise InputError("give at least one image or folder (or --demo)")
+        keep_apart([("--out", out)], sources)
+        ensure_writable_folder(out)
         if demo:
             sources.append(demo_input.write_demo_input(out / "demo-input"))
-        if not sources:
-            raise InputError("give at least one image or folder (or --demo)")
         jobs = plan_jobs(sources, out)
         resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
         weights = resolver.weights
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         with _progress() as progress:
@@ -245,22 +248,31 @@ def enhance(
     """
     from cctvsr.annotate import AnnotatedVideo
     from cctvsr.enhance import (
-        MANIFEST_FILE, check_out_dir, library_versions, output_folder, prepare_folder, run_identity,
-        tracks_document, write_summaries,
+        FAILED_FILE, FINISHED_FILE, MANIFEST_FILE, check_out_dir, discard_failed_start, library_versions, output_folder, prepare_folder,
+        run_identity, tracks_document, write_summaries,
     )
+    from cctvsr.evidence import keep_apart
     from cctvsr.faces.detect import create_detector
     from cctvsr.faces.track import FaceTracker
+    from cctvsr.fsutil import ensure_writable_file, ensure_writable_folder
     from cctvsr.manifest import ManifestWriter
     from cctvsr.pipeline import EnhanceOptions, FaceWriter, ProgressHooks, run_enhance
+    from cctvsr.run_folder import write_state
     from cctvsr.video import FrameSampling, list_sources
 
     with user_errors():
         if end is not None and start is not None and end <= start:
             raise InputError("--end must be after --start")
         check_out_dir(out, resume)
-        sources = list_sources(source)
+        skipped: list[str] = []
+        sources = list_sources(source, skipped=skipped)
+        if sources[0].kind != "stream":
+            keep_apart([("--out", out), ("--annotate", annotate)], [Path(source), *(item.path for item in sources)])
         if annotate is not None and (len(sources) != 1 or sources[0].kind == "image"):
             raise InputError("--annotate needs a single video or stream input")
+        if annotate is not None:
+            ensure_writable_file(annotate, "--annotate")
+        ensure_writable_folder(out)
         options = EnhanceOptions(
             best=best, all_frames=all_frames, margin=margin, min_track_len=min_track_len,
             sampling=FrameSampling(every=every, fps=fps, start=start, end=end), time_offset=time_offset, reconnect=reconnect,
@@ -273,11 +285,21 @@ def enhance(
         err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
         versions = library_versions()
 
-        warnings: list[str] = []
+        warnings: list[str] = list(skipped)
+        failed: list[tuple[str, str]] = []
         for item in sources:
             folder = output_folder(out, item)
             identity = run_identity(item, options, face_detector.name, model_info, resolver.plan.describe())
-            done = prepare_folder(folder, identity, resume)
+            try:
+                state = prepare_folder(folder, identity, resume)
+            except CctvsrError as exc:
+                if len(sources) == 1:
+                    raise
+                failed.append((item.label, str(exc)))
+                continue
+            if state.finished is not None:
+                out_console.print(f"{item.label}: already finished in {folder} (every listed file verified); left as it is")
+                continue
             common = {
                 "input": {"label": item.label, "sha256": item.sha256},
                 "detector": face_detector.name,
@@ -289,32 +311,43 @@ def enhance(
                 "versions": versions,
             }
             annotated = AnnotatedVideo(annotate) if annotate else None
-            with _progress_counts() as progress, ManifestWriter(folder / MANIFEST_FILE) as manifest:
-                frames_task = progress.add_task(f"frames  {item.label}", total=None)
-                found_task = progress.add_task("faces found", total=None)
-                saved_task = progress.add_task("faces enhanced", total=None)
-                hooks = ProgressHooks(
-                    frame=lambda n: progress.update(frames_task, completed=n),
-                    found=lambda n: progress.update(found_task, completed=n),
-                    saved=lambda n: progress.update(saved_task, completed=n),
-                )
-                try:
+            try:
+                with _progress_counts() as progress, ManifestWriter(folder / MANIFEST_FILE) as manifest:
+                    frames_task = progress.add_task(f"frames  {item.label}", total=None)
+                    found_task = progress.add_task("faces found", total=None)
+                    saved_task = progress.add_task("faces enhanced", total=None)
+                    hooks = ProgressHooks(
+                        frame=lambda n: progress.update(frames_task, completed=n),
+                        found=lambda n: progress.update(found_task, completed=n),
+                        saved=lambda n: progress.update(saved_task, completed=n),
+                    )
                     result = run_enhance(
                         item, options, face_detector, lambda rate: FaceTracker(rate, min_track_len=min_track_len), resolver,
                         FaceWriter(folder, manifest, common, f"{weights.name} (sha256 {weights.sha256[:12]})"),
-                        done=done, hooks=hooks, on_frame=annotated.add if annotated else None,
+                        done=state.done, hooks=hooks, on_frame=annotated.add if annotated else None,
                     )
-                except BaseException:
-                    if annotated:
-                        annotated.abort()
-                    raise
+            except BaseException as exc:
+                if annotated:
+                    annotated.abort()
+                if isinstance(exc, InputError):
+                    discard_failed_start(folder, state)
+                    if len(sources) > 1:  # one damaged file never stops the others
+                        failed.append((item.label, str(exc)))
+                        continue
+                raise
             if annotated:
                 annotated.close()
             document = tracks_document(item, model_info, result, folder)
             write_summaries(folder, document)
+            stats = result.decode
+            write_state(folder / FINISHED_FILE, {
+                "frames": result.frames, "frames_decoded": stats.frames_decoded, "faces_found": result.faces_found,
+                "tracks": len(document["tracks"]), "faces_saved": result.faces_saved + result.faces_resumed,
+                "damaged_skipped": stats.errors_skipped, "warnings": list(stats.warnings),
+            })
             t = result.times
             summary = Table(title=f"enhance {item.label}", show_header=False)
-            summary.add_row("frames", f"{result.frames} processed ({result.decode.frames_decoded} decoded)")
+            summary.add_row("frames", f"{result.frames} processed ({stats.frames_decoded} decoded)")
             summary.add_row("faces", f"{result.faces_found} detected, {len(document['tracks'])} tracks kept")
             resumed = f" (+{result.faces_resumed} from the interrupted run)" if result.faces_resumed else ""
             summary.add_row("saved", f"{result.faces_saved} faces enhanced{resumed}")
@@ -327,14 +360,22 @@ def enhance(
             if annotate:
                 summary.add_row("annotated", str(annotate))
             out_console.print(summary)
-            stats = result.decode
             if stats.errors_skipped or stats.reconnects:
                 warnings.append(
                     f"{item.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnect attempt(s)"
                 )
             warnings += stats.warnings  # each already names its input
+        if failed:
+            write_state(out / FAILED_FILE, {"failed": [{"input": label, "reason": reason} for label, reason in failed], "skipped": skipped})
+        else:
+            (out / FAILED_FILE).unlink(missing_ok=True)
         for warning in warnings:
             err_console.print(f"[yellow]warning:[/] {warning}")
+        if failed:
+            for label, reason in failed:
+                err_console.print(f"[bold red]failed:[/] {reason}")
+            err_console.print(f"[bold red]error:[/] {len(failed)} of {len(sources)} inputs failed; the others were written")
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -358,6 +399,8 @@ def calibrate(
     Writes a DegradationPool that `finetune` and `evaluate` use to degrade faces the way this site's cameras do.
     """
     from cctvsr.calibrate import CalibrationOptions, calibrate as run_calibration
+    from cctvsr.evidence import keep_apart
+    from cctvsr.fsutil import ensure_writable_file
     from cctvsr.degrade.pool import DegradationPool
     from cctvsr.video import list_sources
 
@@ -378,7 +421,12 @@ def calibrate(
             raise InputError(f"{out} exists; choose another --out or delete it first")
         if not camera_dir.is_dir():
             raise InputError(f"{camera_dir}: not a folder")
-        sources = list_sources(str(camera_dir))
+        keep_apart([("--out", out), ("--out", out.with_name(out.name + ".partial"))], [camera_dir])
+        ensure_writable_file(out)
+        skipped: list[str] = []
+        sources = list_sources(str(camera_dir), skipped=skipped)
+        for note in skipped:
+            _warn(note)
         options = CalibrationOptions(
             max_frames=max_frames, faces_only=faces_only, seed=seed, kernels=kernels, kernel_iters=kernel_iters,
             precision=precision, max_noise_patches=max_noise_patches, jpeg_prob=jpeg_prob,
@@ -471,6 +519,7 @@ def finetune(
 
     Checkpoints are written atomically; Ctrl-C saves one first, and --resume continues bit for bit (on CPU). The best EMA generator by validation is exported; `--stage both` also keeps the pixel model so that `upscale`/`enhance --fidelity` can trade texture for faithfulness.
     """
+    from cctvsr.evidence import keep_apart
     from cctvsr.train.finetune import FinetuneHooks, FinetuneRequest, prepare_finetune, read_config, run_finetune
     from cctvsr.train.trainer import StageHooks
 
@@ -484,6 +533,7 @@ def finetune(
         options |= read_config(config) if config is not None else {}
         options |= {k: v for k, v in flags.items() if v is not None}
         top = {k: options.pop(k) for k in ("stage", "perceptual", "val_fraction", "val_every", "save_every", "jpeg_prob") if k in options}
+        keep_apart([("--out", out)], [pool, hr_dir, config, Path(init) if Path(init).exists() else None])
         request = FinetuneRequest(
             pool=pool, hr_dir=hr_dir, out=out, init=init, arch=_arch(arch), settings=options, workers=workers,
             resume=resume, device=device, precision=precision, **top,
@@ -629,10 +679,15 @@ def evaluate(
     PSNR/SSIM on Y and RGB, MS-SSIM, NLPD, ST-LPIPS, LPIPS-Alex and DISTS (when their backbones are in $TORCH_HOME/hub/checkpoints), and identity: the dlib descriptor distance of each output from its HR face. A metric that cannot run is listed as unavailable with the reason.
     """
     from cctvsr.evaluate.protocols import faces_for_evaluation, load_pairs, make_pairs, make_protocol, save_pairs
+    from cctvsr.evidence import keep_apart
+    from cctvsr.fsutil import ensure_writable_folder
     from cctvsr.evaluate.report import rich_table, write_outputs
     from cctvsr.evaluate.scoring import Evaluation, build_metrics, run_methods, score_results
 
     with user_errors():
+        model_paths = [Path(m) for m in model or [] if Path(m).exists()]
+        keep_apart([("--out", out), ("--save-lr", save_lr)], [hr_dir, lr_dir, pool, no_reference, *model_paths])
+        ensure_writable_folder(out)  # before any super-resolution or scoring
         if no_reference is not None:
             if hr_dir is not None or lr_dir is not None or model:
                 raise InputError("--no-reference measures an enhance output as it is: no --hr-dir, --lr-dir or --model")
@@ -738,10 +793,14 @@ def export_onnx(
 
     Every export is compared with PyTorch fp32 on random face-sized inputs and a real photo (fp32: max abs diff ≤ 1e-3 and ≥ 60 dB PSNR, or the export fails); the result, the model name, weights sha256, --fidelity and cctvsr version are recorded in the file's metadata.
     """
+    from cctvsr.evidence import keep_apart
+    from cctvsr.fsutil import ensure_writable_file
     from cctvsr.sr.backends import load_weights
     from cctvsr.sr.export import export_onnx as run_export
 
     with user_errors():
+        keep_apart([("--out", out)], [Path(model)] if Path(model).exists() else [])
+        ensure_writable_file(out)
         weights = load_weights(model, fidelity)
         with err_console.status(f"exporting {weights.name} and checking it against PyTorch …"):
             graph = run_export(weights, out, fp16=fp16, opset=opset, warn=_warn)

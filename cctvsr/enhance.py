@@ -4,24 +4,26 @@ records a forensic analyst cites (run.json, manifest.jsonl, tracks.json, report.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cctvsr import __version__
 from cctvsr.errors import InputError
-from cctvsr.fsutil import atomic_path
 from cctvsr.manifest import read_manifest
 from cctvsr.pipeline import EnhanceOptions, EnhanceResult, TrackLog
 from cctvsr.report import write_report
+from cctvsr.run_folder import read_state, verify_listed, write_state
 from cctvsr.video import SourceInfo
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.jsonl"
 TRACKS_FILE = "tracks.json"
 REPORT_FILE = "report.html"
+FINISHED_FILE = "finished.json"  # written last: the run of this input is complete
+FAILED_FILE = "failed.json"  # in --out, only when inputs of a folder run failed: which, and why
 
 
 def library_versions() -> dict[str, str]:
@@ -68,29 +70,45 @@ class RunIdentity:
 def check_out_dir(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not resume:
+    if not resume and out.is_dir() and any(p.name != FAILED_FILE for p in out.iterdir()):
         raise InputError(f"{out}: folder is not empty; use --resume to continue a run there, or choose another --out")
 
 
-def prepare_folder(folder: Path, identity: RunIdentity, resume: bool) -> set[tuple[int, int]]:
-    """Create or reopen an input's folder; the (track, frame) keys already saved when resuming."""
+@dataclass
+class FolderState:
+    """An input's output folder as reopened: the faces already saved, and whether the run finished."""
+
+    done: set[tuple[int, int]]
+    finished: dict[str, Any] | None = None
+    created: bool = False
+
+
+def prepare_folder(folder: Path, identity: RunIdentity, resume: bool) -> FolderState:
+    """Create an input's folder, or reopen it for --resume after checking that the run matches and
+    that every file its manifest lists is there unchanged."""
     run_file = folder / RUN_FILE
     if run_file.exists():
         if not resume:
             raise InputError(f"{folder}: holds an earlier run; use --resume or another --out")
-        try:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raise InputError(f"{run_file}: unreadable; cannot resume from this folder") from None
+        previous = read_state(run_file)
         current = identity.to_json()
         for key in current:
             if previous.get(key) != current[key]:
                 raise InputError(f"--resume: the {key} differ from the interrupted run in {folder}; use a new --out")
-        return {(r["track_id"], r["frame_index"]) for r in read_manifest(folder / MANIFEST_FILE)}
+        records = read_manifest(folder / MANIFEST_FILE)
+        verify_listed(folder, ((o["path"], o["sha256"]) for r in records for o in r["outputs"].values()))
+        finished = read_state(folder / FINISHED_FILE) if (folder / FINISHED_FILE).exists() else None
+        return FolderState({(r["track_id"], r["frame_index"]) for r in records}, finished)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_file) as tmp:
-        tmp.write_text(json.dumps(identity.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return set()
+    write_state(run_file, identity.to_json())
+    return FolderState(set(), None, created)
+
+
+def discard_failed_start(folder: Path, state: FolderState) -> None:
+    """An input that failed before saving anything leaves no folder, so a plain retry is accepted."""
+    if state.created and not read_manifest(folder / MANIFEST_FILE):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _best_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -128,8 +146,7 @@ def tracks_document(source: SourceInfo, model: dict[str, Any], result: EnhanceRe
 
 
 def write_summaries(folder: Path, document: dict[str, Any]) -> None:
-    with atomic_path(folder / TRACKS_FILE) as tmp:
-        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_state(folder / TRACKS_FILE, document)
     write_report(folder / REPORT_FILE, document)
 
 

@@ -13,9 +13,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from cctvsr.errors import InputError
+from cctvsr.evidence import require_regular_file
 from cctvsr.fsutil import atomic_path
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+MAX_IMAGE_PIXELS = 100_000_000  # 100 MP: above any camera frame; a header claiming more is a bomb or damage
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,40 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     raise InputError(f"unsupported pixel type {image.dtype}")
 
 
+def check_pixel_count(label: object, width: int, height: int) -> None:
+    """Refuse absurd dimensions before anything is allocated for them."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{label}: claims {width}×{height} pixels, over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit "
+            "(a damaged file or a decompression bomb); not decoded"
+        )
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the file header alone (no pixels decoded), where Pillow knows the format."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError:
+        return (MAX_IMAGE_PIXELS + 1, 1)
+    except Exception:  # noqa: BLE001 - not a format Pillow reads: OpenCV decides below
+        return None
+
+
 def read_image(path: Path) -> DecodedImage:
-    """Decode a still image; a one-line InputError when it is not one."""
+    """Decode a still image; a one-line InputError when it is not one or claims absurd dimensions."""
+    require_regular_file(path)
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    size = _header_size(data.tobytes()) if data.size else None
+    if size is not None:
+        check_pixel_count(path, *size)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:
+        image = None
     if image is None:
         raise InputError(f"{path}: not a readable image")
     image = _to_uint8(image)

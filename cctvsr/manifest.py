@@ -1,6 +1,7 @@
 """The manifest: one JSON line per saved face, appended, flushed and fsynced as each face is saved.
 
-A run killed mid-write can leave a torn last line; reading ignores it and reopening for append
+A line is appended whole or not at all (a short write on a full disk is cut back off). A run
+killed mid-write can still leave a torn last line; reading ignores it and reopening for append
 cuts it off, so `--resume` continues from the last complete record.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cctvsr.errors import InputError
+from cctvsr.fsutil import append_whole, fsync_dir
 
 
 def _complete_prefix(data: bytes) -> bytes:
@@ -55,15 +57,18 @@ class ManifestWriter:
             good = _complete_prefix(path.read_bytes())
             with open(path, "rb+") as handle:
                 handle.truncate(len(good))
-        self._handle = open(path, "a", encoding="utf-8")
+        created = not path.exists()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        if created:
+            fsync_dir(path.parent)
 
     def append(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        append_whole(self._fd, (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        self._handle.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> ManifestWriter:
         return self

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from cctvsr.errors import CctvsrError, InputError
+from cctvsr.evidence import files_under, require_regular_file
 from cctvsr.images import IMAGE_SUFFIXES, DecodedImage, compose_output, read_image, write_png
 from cctvsr.sr.engine import SuperResolver
 
@@ -36,7 +37,7 @@ class UpscaleSummary:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p for p in files_under(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def plan_jobs(inputs: Sequence[Path], out_dir: Path) -> list[UpscaleJob]:
@@ -49,10 +50,9 @@ def plan_jobs(inputs: Sequence[Path], out_dir: Path) -> list[UpscaleJob]:
             if not found:
                 raise InputError(f"{item}: no images found ({', '.join(sorted(IMAGE_SUFFIXES))})")
             pairs += [(path, path.relative_to(item)) for path in found]
-        elif item.is_file():
-            pairs.append((item, Path(item.name)))
         else:
-            raise InputError(f"{item}: no such file or folder")
+            require_regular_file(item)
+            pairs.append((item, Path(item.name)))
     stems = Counter(rel.with_suffix("") for _, rel in pairs)
     jobs = []
     for source, rel in pairs:

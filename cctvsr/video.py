@@ -8,7 +8,6 @@ live only in `SourceInfo.url` and never reach a label, warning, exception or log
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import queue
@@ -29,8 +28,10 @@ import numpy as np
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
+from cctvsr.assets import sha256_file
 from cctvsr.errors import InputError
-from cctvsr.images import read_image
+from cctvsr.evidence import files_under, require_regular_file
+from cctvsr.images import check_pixel_count, read_image
 
 SourceKind = Literal["video", "image", "stream"]
 
@@ -66,7 +67,7 @@ class _LazySha256:
         value = obj.__dict__.get("_sha256")
         if value is None and obj.kind != "stream" and obj.path is not None:
             try:
-                value = file_sha256(obj.path)
+                value = sha256_file(obj.path)
             except OSError as exc:
                 raise InputError(f"{obj.label}: cannot read ({exc.strerror or exc})") from None
             obj.__dict__["_sha256"] = value
@@ -176,11 +177,6 @@ def _brief(exc: BaseException, url: str | None = None) -> str:
 # Listing and probing inputs
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _probe_file(path: Path) -> SourceKind | None:
     """What PyAV or OpenCV make of the bytes (never the extension): a video, an image, or neither."""
     try:
@@ -214,8 +210,12 @@ def list_sources(spec: str, *, skipped: list[str] | None = None) -> list[SourceI
     if path.is_dir():
         sources: list[SourceInfo] = []
         others = 0
-        files = (p for p in path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(path).parts))
-        for file in sorted((p for p in files if p.is_file()), key=lambda p: p.relative_to(path).parts):
+        for file in files_under(path, skipped):
+            if not file.is_file():
+                others += 1
+                if skipped is not None:
+                    skipped.append(f"{file}: not a regular file (FIFO, socket or device); skipped")
+                continue
             kind = _probe_file(file)
             if kind is None:
                 others += 1
@@ -227,6 +227,7 @@ def list_sources(spec: str, *, skipped: list[str] | None = None) -> list[SourceI
             extra = f" ({others} other file{'s' if others != 1 else ''})" if others else ""
             raise InputError(f"{path}: no videos or images in this folder{extra}")
         return sources
+    require_regular_file(path)
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: cannot read (permission denied)")
     kind = _probe_file(path)
@@ -266,6 +267,7 @@ def _video_stream(container: InputContainer, label: str) -> VideoStream:
         raise InputError(f"{label}: no video stream")
     if stream.codec_context is None:  # e.g. a damaged index that names no codec
         raise InputError(f"{label}: no decodable video stream (unknown codec)")
+    check_pixel_count(label, stream.codec_context.width or 0, stream.codec_context.height or 0)
     return stream
 
 

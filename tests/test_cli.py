@@ -74,7 +74,7 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path: Path, tiny_mo
     before = (tmp_path / "a.png").read_bytes()
     result = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path), "--model", str(tiny_model_dir)])
     assert result.exit_code == 2
-    assert len(_error_lines(result)) == 1 and "overwrite an input" in result.stderr
+    assert len(_error_lines(result)) == 1 and "contains the input" in result.stderr
     assert (tmp_path / "a.png").read_bytes() == before
 
 

@@ -7,7 +7,6 @@ last) appears only when the last stage has finished.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -20,10 +19,11 @@ from safetensors.torch import load_file
 
 from cctvsr import __version__
 from cctvsr.assets import sha256_file
+from cctvsr.run_folder import read_state, write_state
 from cctvsr.degrade.pool import DegradationPool
 from cctvsr.errors import InputError
 from cctvsr.faces.detections import FaceDetector
-from cctvsr.fsutil import atomic_path
+from cctvsr.fsutil import ensure_writable_folder
 from cctvsr.sr.rrdb import RRDBConfig, RRDBNet
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights, save_model_dir, tensors_sha256
 from cctvsr.train.data import HrFaces, PairDataset, augment, load_hr_faces, split_faces, validation_pairs
@@ -103,13 +103,7 @@ def _device(name: str) -> torch.device:
 
 def _check_out(out: Path, resume: bool) -> None:
     """--out must be writable and, unless resuming, not hold a model or a run already."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / ".write-test") as tmp:
-            tmp.write_bytes(b"")
-        (out / ".write-test").unlink()
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write to --out ({exc.strerror or exc})") from None
+    ensure_writable_folder(out)
     busy = (out / "config.json").exists() or (out / "train").exists()
     if busy and not resume:
         raise InputError(f"{out}: already holds a model or a fine-tuning run; use --resume or another --out")
@@ -154,14 +148,13 @@ def _run_identity(request: FinetuneRequest, pool_sha: str, init: GeneratorWeight
 def _record_run(train_dir: Path, identity: dict[str, Any], resume: bool) -> None:
     path = train_dir / "run.json"
     if resume:
-        before = json.loads(path.read_text(encoding="utf-8"))
+        before = read_state(path)
         changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
         if changed:
             raise InputError(f"{path.parent.parent}: --resume with a different pool, faces or options ({', '.join(changed)})")
         return
     train_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_state(path, identity)
 
 
 @dataclass
