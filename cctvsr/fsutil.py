@@ -95,20 +95,34 @@ def remove_stale_temps(folder: Path) -> int:
 
 
 def ensure_writable_folder(folder: Path, flag: str = "--out") -> None:
-    """Create `folder` and prove a file can be written there, before any long work."""
+    """Prove `folder` will take files before any long work, without creating it: a run refused
+    later for a bad option then leaves nothing behind. An existing folder gets a real probe write
+    (it catches a full disk too); a new one needs its nearest existing parent to be a writable
+    folder, checked without writing there (that parent may hold evidence)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "Not a directory", str(folder))
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cctvsr-write-check.", suffix=TEMP_SUFFIX)
-        try:
-            os.write(fd, b"\0" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except FileExistsError:
-        raise OutputError(f"{flag} {folder}: exists and is not a folder") from None
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError(f"{flag} {folder}: exists and is not a folder")
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".cctvsr-write-check.", suffix=TEMP_SUFFIX)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+            return
+        parent = folder.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        space = os.statvfs(parent)
+        if space.f_flag & os.ST_RDONLY:
+            raise OSError(30, "Read-only file system")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        if space.f_bavail == 0:
+            raise OSError(28, "No space left on device")
     except OSError as exc:
         raise OutputError(f"{flag} {folder}: cannot write there ({_reason(exc)})") from None
 
@@ -117,7 +131,10 @@ def ensure_writable_file(path: Path, flag: str = "--out") -> None:
     """The folder of `path` exists (or is created) and takes a new file."""
     if path.is_dir():
         raise OutputError(f"{flag} {path}: is a folder; give a file name")
-    ensure_writable_folder(path.parent if str(path.parent) else Path("."), flag)
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{flag} {path}: cannot write there (a part of the path is a file, not a folder)")
+    ensure_writable_folder(parent, flag)
 
 
 def _reason(exc: OSError) -> str:

@@ -686,6 +686,8 @@ class _Reader:
         got = self.index
         if stream.frames and got < stream.frames * 0.98 - 1:
             self.warn(f"ended after {got} of {stream.frames} frames (file truncated or damaged)")
+        elif container.format.name == "gif" and not _ends_with_gif_trailer(self.source.path):
+            self.warn(f"ended after {got} frames without the GIF trailer (file truncated: later frames are lost)")
         elif (
             not stream.frames
             and container.format.name in _DURATION_IN_HEADER
@@ -765,6 +767,18 @@ def _image_frames(source: SourceInfo, stats: DecodeStats, stop: threading.Event 
         return
     stats.frames_yielded += 1
     yield Frame(index=0, pts=None, wall_time=None, image=decoded.rgb)
+
+
+def _ends_with_gif_trailer(path: Path | None) -> bool:
+    """A whole GIF ends with the 0x3B trailer byte; a cut-off one (a copy stopped early) does not."""
+    if path is None:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\x3b"
+    except OSError:
+        return True  # unreadable here: the decoder has already said what it could
 
 
 def read_frames(

@@ -27,6 +27,7 @@ import torch
 from typer.testing import CliRunner, Result
 
 from cctvsr.cli import app
+from cctvsr.degrade.pool import DegradationPool
 from cctvsr.errors import InputError, OutputError
 from cctvsr.evidence import keep_apart
 from cctvsr.fsutil import append_whole, atomic_path
@@ -35,6 +36,7 @@ from cctvsr.manifest import ManifestWriter, read_manifest
 from cctvsr.sr.weights import save_model_dir
 from samples.make_demo_clip import make_demo_clip
 from tests.conftest import tiny_weights
+from tests.test_degrade_pool import gaussian_kernels, gaussian_noise
 
 runner = CliRunner()
 FAST = ["--every", "6", "--best", "1", "--min-track-len", "2"]  # 8 of the 48 demo frames detected
@@ -212,6 +214,8 @@ def test_out_under_a_file_is_one_line_exit_3(lab: dict[str, Path], tmp_path: Pat
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     _one_line_error(_enhance(lab, lab["clip"], blocker / "o"), 3, "a part of the path is a file")
+    result = runner.invoke(app, ["export-onnx", "--model", str(lab["model"]), "--out", str(blocker / "m.onnx")])
+    _one_line_error(result, 3, "a part of the path is a file")
 
 
 def test_evaluate_refuses_an_unwritable_out_before_any_work(lab: dict[str, Path], tmp_path: Path) -> None:
@@ -421,3 +425,138 @@ def test_enhance_killed_mid_run_resumes_to_a_verified_manifest(lab: dict[str, Pa
     keys = [(r["track_id"], r["frame_index"]) for r in records]
     assert len(keys) == len(set(keys)) and keys
     assert not list(folder.rglob("*.tmp"))
+
+
+# --- the other resumable commands share the same verification -----------------------------------
+
+
+def _kernel() -> "KernelEstimate":
+    from cctvsr.degrade.kernels import KernelEstimate
+
+    k = np.zeros((13, 13), np.float32)
+    k[6, 6] = 1.0
+    return KernelEstimate(k2=k, k4=k, iterations=5, stopped_early=False, seconds=0.1)
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_calibrate_resume_refuses_a_kernel_checkpoint_changed_after_it_was_written(tmp_path: Path, damage: str) -> None:
+    from cctvsr.calibrate import KernelCheckpoint
+
+    identity = {"sources": [], "options": {"kernels": 2}}
+    first = KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=False)
+    first.save(0, _kernel())
+    first.save(1, _kernel())
+    again = KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=True)
+    assert again.load(0) is not None and again.load(1) is not None
+    victim = first.folder / "kernel_001.npz"
+    if damage == "changed":
+        data = bytearray(victim.read_bytes())
+        data[-30] ^= 0x01
+        victim.write_bytes(bytes(data))
+    else:
+        victim.unlink()
+    with pytest.raises(InputError, match=f"kernel_001.npz {damage}"):
+        KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=True)
+
+
+def test_kernel_written_but_never_listed_is_estimated_again(tmp_path: Path) -> None:
+    from cctvsr.calibrate import KernelCheckpoint
+
+    first = KernelCheckpoint(tmp_path / "site.pool.npz", {"a": 1}, resume=False)
+    first.save(0, _kernel())
+    (first.folder / "kernels.jsonl").write_bytes(b"")  # a kill between the rename and the ledger line
+    assert KernelCheckpoint(tmp_path / "site.pool.npz", {"a": 1}, resume=True).load(0) is None
+
+
+@pytest.mark.parametrize("content", ["{torn", "[1, 2]", ""])
+def test_finetune_resume_with_a_damaged_run_file_is_one_line(tmp_path: Path, content: str) -> None:
+    from cctvsr.train.finetune import _record_run
+
+    train = tmp_path / "model" / "train"
+    train.mkdir(parents=True)
+    (train / "run.json").write_text(content)
+    with pytest.raises(InputError, match="cannot resume from this folder"):
+        _record_run(train, {"pool_sha256": "0"}, resume=True)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated-zip", "fifo"])
+def test_damaged_pool_is_one_line(tmp_path: Path, damage: str) -> None:
+    pool = tmp_path / "site.pool.npz"
+    if damage == "garbage":
+        pool.write_bytes(b"not a pool" * 50)
+    elif damage == "truncated-zip":
+        buffer = tmp_path / "real.npz"
+        np.savez(buffer, kernels=np.ones((2, 13, 13), np.float32))
+        pool.write_bytes(buffer.read_bytes()[:200])
+    else:
+        os.mkfifo(pool)
+    result = runner.invoke(app, ["calibrate", "--show", str(pool)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:") and "site.pool.npz" in line]
+
+
+def test_truncated_gif_is_processed_with_a_warning(lab: dict[str, Path], tmp_path: Path, shared_data: Path) -> None:
+    whole = shared_data / "video" / "intel-sample-videos__face-demographics-walking-and-pause.gif"
+    cut = tmp_path / "in" / "cut.gif"
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    before = _sha(cut)
+    result = _enhance(lab, cut, tmp_path / "o")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "without the GIF trailer (file truncated" in result.stderr
+    assert _sha(cut) == before
+
+
+def _kill_when(command: list[str], ready, deadline: float = 120.0) -> None:
+    """Start `command`, SIGKILL it as soon as `ready()` holds (or it ends by itself)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.monotonic()
+    while time.monotonic() - start < deadline and process.poll() is None and not ready():
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+
+
+def test_calibrate_killed_after_a_kernel_resumes_with_it(astronaut: np.ndarray, tmp_path: Path) -> None:
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(footage / f"f{index}.png"), cv2.cvtColor(np.roll(astronaut, 40 * index, axis=1)[::2, ::2], cv2.COLOR_RGB2BGR))
+    hashes = {path: _sha(path) for path in footage.iterdir()}
+    out = tmp_path / "site.pool.npz"
+    args = ["calibrate", "--camera-dir", str(footage), "--out", str(out), "--kernels", "3", "--kernel-iters", "100", "--max-frames", "6", "--jobs", "1"]
+    ledger = tmp_path / "site.pool.npz.partial" / "kernels.jsonl"
+    _kill_when([sys.executable, "-m", "cctvsr", *args], lambda: ledger.exists() and ledger.stat().st_size > 0)
+    assert not out.exists(), "the kill came too late to test a resume"
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "of 3 kernels reused" in result.stderr and "0 of 3 kernels reused" not in result.stderr
+    assert len(DegradationPool.load(out).kernels) == 3
+    assert {path: _sha(path) for path in footage.iterdir()} == hashes
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_finetune_killed_after_a_checkpoint_resumes_to_the_end(tmp_path: Path, shared_data: Path) -> None:
+    from cctvsr.train.trainer import checkpoints
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for name in ("deepface__img10.jpg", "deepface__img16.jpg", "deepface__img25.jpg"):
+        bgr = cv2.imread(str(shared_data / "faces_hq" / name))
+        cv2.imwrite(str(faces / name.replace(".jpg", ".png")), cv2.resize(bgr, (160, 160), interpolation=cv2.INTER_AREA))
+    pool = tmp_path / "site.pool.npz"
+    DegradationPool(kernels=gaussian_kernels([(1.4, 1.4)]), noise_patches=gaussian_noise(5.0, 2), jpeg_quality=45.0).save(pool)
+    hashes = {path: _sha(path) for path in [pool, *faces.iterdir()]}
+    out = tmp_path / "model"
+    args = ["finetune", "--pool", str(pool), "--hr-dir", str(faces), "--out", str(out), "--init", "none", "--arch", "1,8,8",
+            "--no-detect-faces", "--workers", "0", "--stage", "pixel", "--iters", "400", "--save-every", "2", "--val-every", "400",
+            "--batch-size", "2", "--lr-patch", "16", "--precision", "fp32"]
+    _kill_when([sys.executable, "-m", "cctvsr", *args], lambda: len(checkpoints(out / "train" / "pixel")) >= 1)
+    done = checkpoints(out / "train" / "pixel")
+    assert done and not (out / "model.safetensors").exists(), "the kill came too late to test a resume"
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert checkpoints(out / "train" / "pixel")[-1].name == "checkpoint-00000400"
+    assert any(out.glob("*.safetensors"))
+    assert {path: _sha(path) for path in [pool, *faces.iterdir()]} == hashes
+    assert not list(out.rglob("*.tmp"))

@@ -174,7 +174,8 @@ def test_upscale_with_the_exported_model_is_the_trainers_own_forward_pass(
     trainer = StageTrainer(settings, RRDBNet(RRDBConfig(2, 16, 8)), torch.device("cpu"), StLpips.from_packaged())
     trainer.load(checkpoints(out / "train" / "gan")[-1])
     with torch.no_grad():
-        own = trainer.ema(to_tensor(astronaut_face)[None])[0].clamp(0, 1).numpy().transpose(1, 2, 0) * 255.0
+        own_unit = trainer.ema(to_tensor(astronaut_face)[None])[0]
+    own = own_unit.clamp(0, 1).numpy().transpose(1, 2, 0) * 255.0
 
     src = tmp_path / "face.png"
     cv2.imwrite(str(src), cv2.cvtColor(astronaut_face, cv2.COLOR_RGB2BGR))
@@ -182,7 +183,7 @@ def test_upscale_with_the_exported_model_is_the_trainers_own_forward_pass(
     assert result.exit_code == 0, result.output
     written = cv2.cvtColor(cv2.imread(str(tmp_path / "up" / "face.png")), cv2.COLOR_BGR2RGB).astype(np.float64)
     assert np.abs(written - own).max() <= 0.5 + 1e-3  # the PNG's rounding, nothing more
-    assert np.array_equal(to_image(torch.from_numpy(own.transpose(2, 0, 1) / 255.0)), written.astype(np.uint8))
+    assert np.array_equal(to_image(own_unit), written.astype(np.uint8))
 
 
 def _finetune_cli(pool: Path, hr_dir: Path, out: Path, *extra: str):

@@ -313,6 +313,8 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 def _read_members(path: Path) -> dict[str, np.ndarray]:
     """Every member of the npz, read without unpickling; unreadable files become one line."""
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO would block np.load forever
+        raise PoolFormatError(f"{path}: not a regular file (a FIFO, socket or device), not a pool file")
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:

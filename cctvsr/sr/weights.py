@@ -265,9 +265,11 @@ def _load_pth(path: Path) -> GeneratorWeights:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, or a pickle weights_only refuses
         if "Weights only load failed" in str(exc):
+            if "Unsupported operand" in str(exc):  # not a pickle at all: text, random bytes
+                raise WeightsError(f"{path}: cannot load weights (not a PyTorch weights file)") from None
             raise WeightsError(
-                f"{path}: refused: the file holds pickled Python objects, not only tensors, and cctvsr never unpickles "
-                "those (convert it to .safetensors on a machine you trust)"
+                f"{path}: cannot load weights: refused, the file holds pickled Python objects, not only tensors, and "
+                "cctvsr never unpickles those (convert it to .safetensors on a machine you trust)"
             ) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: cannot load weights ({reason[:200]})") from None
