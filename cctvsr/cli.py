@@ -225,9 +225,10 @@ def enhance(
     tile_overlap: TileOverlapOpt = 16,
     fidelity: FidelityOpt = None,
     backend: BackendOpt = None,
-    detector: Annotated[str, typer.Option(help="auto (InsightFace SCRFD when its pack is on disk, else MTCNN), mtcnn, or insightface.")] = "auto",
+    detector: Annotated[str, typer.Option(help="auto (InsightFace SCRFD when its pack is on disk, else the embedded CenterFace), centerface, mtcnn, or insightface.")] = "auto",
     insightface_pack: Annotated[str, typer.Option(help="InsightFace model pack for --detector insightface/auto: buffalo_l or buffalo_sc (non-commercial weights).")] = "buffalo_l",
-    min_face: Annotated[int, typer.Option(min=1, help="Ignore faces whose box is smaller than this many px.")] = 20,
+    min_face: Annotated[int, typer.Option(min=1, help="Ignore faces whose box is smaller than this many px (CenterFace finds real faces from about 10 px).")] = 10,
+    det_scales: Annotated[str, typer.Option(help="Frame sizes CenterFace looks at, comma-separated: 1 = as it is (large faces), 2 = enlarged ×2, in tiles (faces under ~16 px).")] = "1,2",
     det_threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Detection score threshold (default: the detector's own).")] = None,
     best: Annotated[int, typer.Option(min=1, help="Best faces kept per track (by detector score, size, sharpness, pose, exposure).")] = 3,
     all_frames: Annotated[bool, typer.Option("--all-frames", help="Keep and enhance every face of every track, not only the best.")] = False,
@@ -249,7 +250,7 @@ def enhance(
     from cctvsr.annotate import AnnotatedVideo
     from cctvsr.enhance import (
         FAILED_FILE, FINISHED_FILE, MANIFEST_FILE, check_out_dir, discard_failed_start, library_versions, output_folder, prepare_folder,
-        run_identity, tracks_document, write_summaries,
+        run_identity, tracks_document, why_no_faces, write_summaries,
     )
     from cctvsr.evidence import keep_apart
     from cctvsr.faces.detect import create_detector
@@ -277,7 +278,9 @@ def enhance(
             best=best, all_frames=all_frames, margin=margin, min_track_len=min_track_len,
             sampling=FrameSampling(every=every, fps=fps, start=start, end=end), time_offset=time_offset, reconnect=reconnect,
         )
-        face_detector, message = create_detector(detector, pack=insightface_pack, min_face=min_face, threshold=det_threshold)
+        face_detector, message = create_detector(
+            detector, pack=insightface_pack, min_face=min_face, threshold=det_threshold, scales=_det_scales(det_scales)
+        )
         err_console.print(message)
         resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
         weights = resolver.weights
@@ -349,6 +352,10 @@ def enhance(
             summary = Table(title=f"enhance {item.label}", show_header=False)
             summary.add_row("frames", f"{result.frames} processed ({stats.frames_decoded} decoded)")
             summary.add_row("faces", f"{result.faces_found} detected, {len(document['tracks'])} tracks kept")
+            empty = why_no_faces(result, len(document["tracks"]), face_detector.min_face, min_track_len)
+            if empty:
+                summary.add_row("[yellow]why none[/]", empty)
+                warnings.append(f"{item.label}: {empty}")
             resumed = f" (+{result.faces_resumed} from the interrupted run)" if result.faces_resumed else ""
             summary.add_row("saved", f"{result.faces_saved} faces enhanced{resumed}")
             summary.add_row(
@@ -473,6 +480,15 @@ def calibrate(
             err_console.print(f"[yellow]warning:[/] {warning}")
 
 
+def _det_scales(text: str) -> tuple[float, ...]:
+    from cctvsr.faces.scales import parse_scales
+
+    try:
+        return parse_scales(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _arch(value: str | None):  # -> RRDBConfig | None
     from cctvsr.sr.rrdb import RRDBConfig
 
@@ -542,7 +558,7 @@ def finetune(
         if detect_faces:
             from cctvsr.faces.detect import create_detector
 
-            detector, message = create_detector("auto", min_face=40)
+            detector, message = create_detector("auto", min_face=40, scales=(1.0,))  # large HQ faces: one scale
             err_console.print(message)
         prepared = prepare_finetune(request, detector, err_console.print)
         with _progress(_RateColumn()) as progress:
@@ -619,12 +635,11 @@ def _evaluation_methods(
     return methods
 
 
-def _evaluate_no_reference(folder: Path, out: Path, identity: bool) -> None:
+def _evaluate_no_reference(folder: Path, tracks: list, out: Path, identity: bool) -> None:
     """Real footage without ground truth: labelled image statistics and per-track identity consistency."""
-    from cctvsr.evaluate.noref import find_tracks, identity_consistency, image_statistics
+    from cctvsr.evaluate.noref import identity_consistency, image_statistics
     from cctvsr.evaluate.report import write_json
 
-    tracks = find_tracks(folder)
     faces = sum(len(t.faces) for t in tracks)
     with _progress() as progress:
         task = progress.add_task("measuring", total=2 if identity else 1)
@@ -685,32 +700,40 @@ def evaluate(
     from cctvsr.evaluate.scoring import Evaluation, build_metrics, run_methods, score_results
 
     with user_errors():
+        # Every option and input is checked first, then the outputs, then the long work starts.
         model_paths = [Path(m) for m in model or [] if Path(m).exists()]
-        keep_apart([("--out", out), ("--save-lr", save_lr)], [hr_dir, lr_dir, pool, no_reference, *model_paths])
-        ensure_writable_folder(out)  # before any super-resolution or scoring
+        outputs = [("--out", out), ("--save-lr", save_lr)]
         if no_reference is not None:
             if hr_dir is not None or lr_dir is not None or model:
                 raise InputError("--no-reference measures an enhance output as it is: no --hr-dir, --lr-dir or --model")
-            _evaluate_no_reference(no_reference, out, identity)
+            from cctvsr.evaluate.noref import find_tracks
+
+            tracks = find_tracks(no_reference)
+            keep_apart(outputs, [no_reference])
+            ensure_writable_folder(out)
+            _evaluate_no_reference(no_reference, tracks, out, identity)
             return
         if (hr_dir is None) == (lr_dir is None):
             raise InputError("give either --hr-dir (faces to degrade) or --lr-dir (a set saved with --save-lr)")
         if hr_size % 4:
             raise InputError(f"--hr-size must be a multiple of 4, got {hr_size}")
+        if lr_dir is not None and save_lr is not None:
+            raise InputError("--save-lr with --lr-dir would only copy the set")
+        chosen = make_protocol(protocol, pool, seed) if lr_dir is None else None
+        methods = _evaluation_methods(model or [], fidelity or [], device, precision, batch_size, tile, tile_overlap, backend)
         if lr_dir is not None:
-            if save_lr is not None:
-                raise InputError("--save-lr with --lr-dir would only copy the set")
             pairs, described = load_pairs(lr_dir)
             if max_faces:
                 pairs = pairs[:max_faces]
             source = f"{len(pairs)} faces from the saved set {lr_dir}"
-        else:
-            chosen = make_protocol(protocol, pool, seed)
+        keep_apart(outputs, [hr_dir, lr_dir, pool, *model_paths])
+        ensure_writable_folder(out)  # before any super-resolution or scoring
+        if lr_dir is None:
             detector = None
             if detect_faces:
                 from cctvsr.faces.detect import create_detector
 
-                detector, message = create_detector("auto", min_face=40)
+                detector, message = create_detector("auto", min_face=40, scales=(1.0,))  # large HQ faces: one scale
                 err_console.print(message)
             found = faces_for_evaluation(hr_dir, detector, hr_size, max_faces)
             pairs = make_pairs(found.faces, found.sources, chosen, hr_size)
@@ -718,7 +741,6 @@ def evaluate(
             source = f"{len(pairs)} faces of {hr_dir} ({found.describe()})"
             if save_lr is not None:
                 save_pairs(save_lr, pairs, chosen, hr_size)
-        methods = _evaluation_methods(model or [], fidelity or [], device, precision, batch_size, tile, tile_overlap, backend)
         metric_list = build_metrics(min(min(p.hr.shape[:2]) for p in pairs), with_identity=identity)
         err_console.print(f"{source}; protocol {described}")
         with _progress() as progress:

@@ -145,6 +145,32 @@ def tracks_document(source: SourceInfo, model: dict[str, Any], result: EnhanceRe
     return {"input": {"label": source.label, "sha256": source.sha256}, "model": model, "tracks": tracks}
 
 
+def why_no_faces(result: EnhanceResult, tracks_kept: int, min_face: int, min_track_len: int) -> str | None:
+    """Why a run that read frames kept no track, and which option to change; None when it kept one."""
+    if tracks_kept or result.frames == 0 or result.faces_resumed:
+        return None
+    if result.faces_found == 0 and result.faces_too_small:
+        return (
+            f"no face of at least {min_face} px in {result.frames} frames; {result.faces_too_small} smaller ones were "
+            "seen: lower --min-face"
+        )
+    if result.faces_found == 0:
+        return (
+            f"no face found in {result.frames} frames: faces under about 10 px, turned away or in the dark are not "
+            "found; try --det-scales 1,2,3 for faces of 6–10 px, or a lower --det-threshold"
+        )
+    longest = max((log.faces_seen for log in result.tracks.values()), default=0)
+    if longest == 0:
+        return (
+            f"{result.faces_found} faces detected but never in consecutive processed frames, so no track formed: "
+            "process more frames (--every 1, no --fps)"
+        )
+    return (
+        f"{result.faces_found} faces detected but no track lasted {min_track_len} frames (the longest: {longest}): "
+        "lower --min-track-len"
+    )
+
+
 def write_summaries(folder: Path, document: dict[str, Any]) -> None:
     write_state(folder / TRACKS_FILE, document)
     write_report(folder / REPORT_FILE, document)

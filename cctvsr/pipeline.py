@@ -94,6 +94,7 @@ class StageTimes:
 class EnhanceResult:
     frames: int = 0
     faces_found: int = 0
+    faces_too_small: int = 0  # found by the detector but under its --min-face
     faces_saved: int = 0
     faces_resumed: int = 0
     tracks: dict[int, TrackLog] = field(default_factory=dict)
@@ -200,6 +201,7 @@ class _Producer:
                     self.on_frame(frame, detections, ids)
                 result.frames += 1
                 result.faces_found += len(detections)
+                result.faces_too_small += detections.too_small
                 self.hooks.frame(result.frames)
                 self.hooks.found(result.faces_found)
         finally:
@@ -223,7 +225,7 @@ class _Producer:
                 crop = crop_face(frame.image, box, self.options.margin)
             except InputError:  # a box wholly outside the frame: nothing to save
                 continue
-            quality = face_quality(frame.image, box, landmarks, score)
+            quality = face_quality(frame.image, box, landmarks, score, float(detections.inside[row]))
             candidate = FaceCandidate(track_id, frame.index, frame.pts, frame.wall_time, box.copy(), landmarks.copy(), score, quality, crop)
             for face in self.keeper.add(track_id, frame.index, quality.total, candidate):
                 if self.tracker.long_enough(face.track_id):

@@ -18,6 +18,7 @@ from cctvsr.faces.detect import (
     insightface_pack_detector,
     nms,
 )
+from cctvsr.faces.centerface import CenterFaceDetector
 from cctvsr.faces.detections import FaceDetections
 from tests.detect_fake_scrfd import FakeFace, build_fake_scrfd, expected_face, paint_face
 
@@ -230,16 +231,16 @@ def test_an_empty_or_damaged_detector_file_is_not_usable(empty_pack: Path, conte
     (empty_pack / "models/buffalo_l/det_10g.onnx").write_bytes(content)
     assert insightface_pack_detector("buffalo_l", root=empty_pack) is None
     detector, message = create_detector("auto", root=empty_pack)
-    assert isinstance(detector, MtcnnDetector)
-    assert message.startswith("detector: MTCNN (embedded; InsightFace pack buffalo_l")
+    assert isinstance(detector, CenterFaceDetector)
+    assert message.startswith("detector: CenterFace at ×1, ×2 (embedded; InsightFace pack buffalo_l")
     assert why in message and str(empty_pack / "models/buffalo_l") in message
 
 
-def test_auto_falls_back_to_mtcnn_and_says_why(tmp_path: Path, empty_pack: Path) -> None:
+def test_auto_falls_back_to_centerface_and_says_why(tmp_path: Path, empty_pack: Path) -> None:
     detector, message = create_detector("auto", root=tmp_path / "nowhere")
-    assert isinstance(detector, MtcnnDetector) and detector.name == "mtcnn"
+    assert isinstance(detector, CenterFaceDetector) and detector.name == "centerface@1,2"
     models = tmp_path / "nowhere/models"
-    assert message == f"detector: MTCNN (embedded; InsightFace pack buffalo_l not found in {models})"
+    assert message == f"detector: CenterFace at ×1, ×2 (embedded; InsightFace pack buffalo_l not found in {models})"
     _, message = create_detector("auto", root=empty_pack)
     assert "has no det_10g.onnx" in message
 

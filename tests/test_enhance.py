@@ -131,6 +131,30 @@ def test_best_k_keeps_at_most_k_faces_per_track(demo: dict[str, Path], tmp_path:
     assert all(r["frame_index"] % 2 == 0 for r in records)
 
 
+def test_best_views_are_whole_faces_where_the_person_is_ever_whole(demo: dict[str, Path], tmp_path: Path) -> None:
+    """A face cut by the frame edge loses to a whole view of similar quality (the demo clip pans,
+    so several people are cut in some frames and whole in others)."""
+    result = runner.invoke(app, ["enhance", str(demo["clip"]), "-o", str(tmp_path / "o"), "--model", str(demo["model"]), "--best", "3"])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = (tmp_path / "o").iterdir()
+    truth = json.loads(demo["gt"].read_text())
+    whole_frames: dict[int, int] = {}
+    for frame in truth["per_frame"]:
+        for face in frame["faces"]:
+            whole_frames[face["person_id"]] = whole_frames.get(face["person_id"], 0) + (face["inside"] == 1.0)
+    cut_people = {face["person_id"] for frame in truth["per_frame"] for face in frame["faces"] if face["inside"] < 1.0}
+    assert cut_people, "the demo clip should cut someone at the frame edge"
+    saved: dict[int, list[float]] = {}
+    for record in _manifest(folder):
+        person = _person(record, truth)
+        inside = next(f["inside"] for f in truth["per_frame"][record["frame_index"]]["faces"] if f["person_id"] == person)
+        saved.setdefault(person, []).append(inside)
+    assert set(saved) == set(range(6))
+    for person in cut_people:
+        if whole_frames[person] >= 3:
+            assert saved[person] == [1.0] * len(saved[person]), (person, saved[person])
+
+
 def test_killed_run_resumed_ends_with_the_same_manifest(demo: dict[str, Path], all_frames_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "cctvsr", "enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames"]
@@ -182,3 +206,4 @@ def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_pa
     (folder,) = (tmp_path / "o").iterdir()
     assert json.loads((folder / "tracks.json").read_text())["tracks"] == []
     assert (folder / "manifest.jsonl").read_text() == ""
+    assert "no face found in 20 frames" in result.stderr and "--det-scales 1,2,3" in result.stderr

