@@ -51,7 +51,7 @@ from cctvsr.video import DecodeStats, list_sources, read_frames  # noqa: E402
 
 VIDEO = REPO.parent / "shared" / "data" / "video"
 CLIPS = {  # real clips with faces of 30 px and more, and how many frames of each to use
-    "facenet-pytorch__video.mp4": 60,
+    "facenet-pytorch__video.mp4": 80,
     "face_recognition__short_hamilton_clip.mp4": 60,
     "intel-sample-videos__face-demographics-walking-and-pause.gif": 20,
 }

@@ -3,7 +3,7 @@
 Why this script exists: issue 3 claims three things about `cctvsr enhance` that no unit test can
 show, because they are properties of a whole run on a real machine:
 
-1. how many frames per second decode + detection (MTCNN, the offline default) + tracking sustain
+1. how many frames per second decode + detection (CenterFace ×1,2, the offline default) + tracking sustain
    on the demo clip, with no super-resolution in the way;
 2. that with `--all-frames` the SR worker is busy ≥ 90 % of the wall time between its first and
    last crop, i.e. decoding and detection hide behind the generator instead of starving it;
@@ -57,7 +57,7 @@ from cctvsr.sr.weights import DEFAULT_MODEL, GeneratorWeights, load_generator_we
 from cctvsr.video import DecodeStats, FrameSampling, SourceInfo, list_sources, read_frames  # noqa: E402
 from samples.make_demo_clip import make_demo_clip  # noqa: E402
 
-DETECTOR = "mtcnn"  # the offline default; named explicitly so `auto` cannot pick SCRFD on some machines
+DETECTOR = "centerface"  # the offline default; named explicitly so `auto` cannot pick SCRFD on some machines
 TINY = RRDBConfig(num_block=1, num_feat=8, num_grow_ch=4)
 TINY_SEED = 0
 DEMO_SECONDS = 4.0  # the demo clip's default length (samples/make_demo_clip.py)
@@ -295,7 +295,7 @@ def group_threads(
         elif name.startswith("cctvsr-decode"):
             kind = "decode thread (PyAV demux + RGB conversion)"
         elif tid in ort:
-            kind = "onnxruntime intra-op pools (MTCNN sessions)"
+            kind = "onnxruntime intra-op pools (detector sessions)"
         elif tid in torch_pool:
             kind = "torch intra-op pool (OpenMP workers)"
         elif tid not in existing:
@@ -309,7 +309,7 @@ def group_threads(
 
 def measure_sr_busy(clip: Path, weights: GeneratorWeights, end: float | None, folder: Path) -> SrFigures:
     """run_enhance with --all-frames, the given generator and SuperResolver's defaults, wired as
-    the CLI wires it (MTCNN, a FaceTracker factory, FaceWriter + ManifestWriter)."""
+    the CLI wires it (the detector, a FaceTracker factory, FaceWriter + ManifestWriter)."""
     source = single_source(clip)
     options = EnhanceOptions(all_frames=True, sampling=FrameSampling(end=end))
     base = task_ids()
@@ -426,11 +426,11 @@ def clip_frames(clip: Path) -> int:
 
 def print_part1(p1: DetectTrackFigures) -> None:
     print("\n== 1. decode + detect + track (no super-resolution) ==")
-    print(f"{p1.detector_message}; MTCNN session intra-op threads: {p1.ort_intra_op_setting};"
+    print(f"{p1.detector_message}; detector session intra-op threads: {p1.ort_intra_op_setting};"
           f" native threads started by building it: {p1.ort_threads_created}")
     rows = [
         ["decode + detect + track", f"{p1.frames}", f"{p1.wall:.2f}", f"{p1.fps:.2f}", f"{p1.faces / p1.frames:.1f} faces/frame"],
-        ["  of which detect (MTCNN)", "", f"{p1.detect:.2f}", f"{p1.frames / p1.detect:.2f}", f"{1000 * p1.detect / p1.frames:.0f} ms/frame"],
+        ["  of which detect", "", f"{p1.detect:.2f}", f"{p1.frames / p1.detect:.2f}", f"{1000 * p1.detect / p1.frames:.0f} ms/frame"],
         ["  of which track (ByteTrack)", "", f"{p1.track:.2f}", f"{p1.frames / p1.track:.0f}", f"{1000 * p1.track / p1.frames:.1f} ms/frame"],
         ["  of which waiting for decode", "", f"{p1.decode_wait:.2f}", "", "decoder runs ahead in its own thread"],
         ["decode alone (read_frames)", "", "", f"{p1.decode_only_fps:.0f}", "same clip, no detection"],
@@ -480,7 +480,7 @@ def print_part2(p2: SrFigures) -> None:
         [[g.name, str(g.threads), f"{g.cpu:.1f}", f"{g.cpu / p2.wall:.2f}"] for g in p2.groups],
     ))
     if len(os.sched_getaffinity(0)) <= 2:
-        print("note: on this 2-core CPU the producer (decode + MTCNN, onnxruntime pools) and the SR worker (torch's"
+        print("note: on this 2-core CPU the producer (decode + detection, onnxruntime pools) and the SR worker (torch's"
               " OpenMP pool) compete for the same cores, as do other processes: every time per crop above is longer"
               " than on an idle machine, and the busy share only says which stage waits for which.")
 

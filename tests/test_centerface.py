@@ -96,7 +96,7 @@ def test_a_12_px_real_face_keeps_one_track_id(shared_data: Path) -> None:
     """The facenet-pytorch clip shrunk until one of its 30–60 px faces is 12 px tall (a 500×280 frame): that face must form
     one track (the score a face that small gets is 0.3–0.75, below where tracks used to start)."""
     (source,) = list_sources(str(shared_data / "video" / "facenet-pytorch__video.mp4"))
-    frames = [frame.image for frame, _ in zip(read_frames(source, stats=DecodeStats()), range(30))]
+    frames = [frame.image for frame, _ in zip(read_frames(source, stats=DecodeStats()), range(24))]
     full = CenterFaceDetector(scales=(1.0,))
     first = full.detect(frames[0])
     heights = first.boxes[:, 3] - first.boxes[:, 1]

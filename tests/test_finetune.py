@@ -183,7 +183,10 @@ def test_upscale_with_the_exported_model_is_the_trainers_own_forward_pass(
     assert result.exit_code == 0, result.output
     written = cv2.cvtColor(cv2.imread(str(tmp_path / "up" / "face.png")), cv2.COLOR_BGR2RGB).astype(np.float64)
     assert np.abs(written - own).max() <= 0.5 + 1e-3  # the PNG's rounding, nothing more
-    assert np.array_equal(to_image(own_unit), written.astype(np.uint8))
+    # Exact equality would be flaky: float order differs between the two paths, so a value within
+    # 1e-6 of a rounding tie (8.5) may land on either side. At most a handful of pixels, by one level.
+    differs = np.abs(to_image(own_unit).astype(np.int16) - written.astype(np.int16))
+    assert differs.max() <= 1 and np.count_nonzero(differs) <= 1e-4 * differs.size
 
 
 def _finetune_cli(pool: Path, hr_dir: Path, out: Path, *extra: str):

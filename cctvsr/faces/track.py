@@ -23,6 +23,12 @@ from cctvsr.errors import InputError
 from cctvsr.faces.detections import FaceDetections
 
 _ROW = "cctvsr_row"
+# Tuned for CenterFace on real footage (benchmarks/detect_recall.py, issue 13): a 12 px face scores
+# 0.3–0.75, so detections from the detector's 0.3 up extend tracks, 0.4 and up are matched first,
+# and 0.55 starts one. Starting at 0.5 gave two false tracks on the one-by-one-person clip (the
+# back of a head, a profile at the frame edge); 0.55 gives none there and still tracks a 12 px face.
+ACTIVATION_THRESHOLD = 0.55
+HIGH_SCORE_THRESHOLD = 0.4
 
 
 class FaceTracker:
@@ -34,8 +40,8 @@ class FaceTracker:
         *,
         lost_track_buffer: int | None = None,
         min_track_len: int = 1,
-        activation_threshold: float = 0.6,
-        high_score_threshold: float = 0.5,
+        activation_threshold: float = ACTIVATION_THRESHOLD,
+        high_score_threshold: float = HIGH_SCORE_THRESHOLD,
         min_iou: float = 0.1,
         confirm_frames: int = 2,
     ) -> None:
