@@ -549,14 +549,14 @@ def test_finetune_killed_after_a_checkpoint_resumes_to_the_end(tmp_path: Path, s
     hashes = {path: _sha(path) for path in [pool, *faces.iterdir()]}
     out = tmp_path / "model"
     args = ["finetune", "--pool", str(pool), "--hr-dir", str(faces), "--out", str(out), "--init", "none", "--arch", "1,8,8",
-            "--no-detect-faces", "--workers", "0", "--stage", "pixel", "--iters", "400", "--save-every", "2", "--val-every", "400",
+            "--no-detect-faces", "--workers", "0", "--stage", "pixel", "--iters", "40", "--save-every", "5", "--val-every", "40",
             "--batch-size", "2", "--lr-patch", "16", "--precision", "fp32"]
     _kill_when([sys.executable, "-m", "cctvsr", *args], lambda: len(checkpoints(out / "train" / "pixel")) >= 1)
     done = checkpoints(out / "train" / "pixel")
     assert done and not (out / "model.safetensors").exists(), "the kill came too late to test a resume"
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
-    assert checkpoints(out / "train" / "pixel")[-1].name == "checkpoint-00000400"
+    assert checkpoints(out / "train" / "pixel")[-1].name == "checkpoint-00000040"
     assert any(out.glob("*.safetensors"))
     assert {path: _sha(path) for path in [pool, *faces.iterdir()]} == hashes
     assert not list(out.rglob("*.tmp"))
