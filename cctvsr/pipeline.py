@@ -27,7 +27,7 @@ from cctvsr.faces.select import BestFaces, QualityScore, face_quality
 from cctvsr.faces.track import FaceTracker
 from cctvsr.images import write_png
 from cctvsr.manifest import ManifestWriter
-from cctvsr.report import AI_LABEL
+from cctvsr.report import sr_png_text
 from cctvsr.sr.engine import SuperResolver
 from cctvsr.video import DecodeStats, Frame, FrameSampling, SourceInfo, read_frames
 
@@ -246,10 +246,7 @@ class FaceWriter:
 
     def __init__(self, folder: Path, manifest: ManifestWriter, common: dict[str, Any], model_label: str) -> None:
         self.folder, self.manifest, self.common = folder, manifest, common
-        self.sr_text = {
-            "Comment": f"{AI_LABEL}. Super-resolved ×4 by cctvsr with model {model_label}.",
-            "Software": f"cctvsr {common['versions']['cctvsr']}",
-        }
+        self.sr_text = sr_png_text(model_label)
 
     def write(self, face: FaceCandidate, sr: np.ndarray) -> dict[str, Any]:
         stem = f"track_{face.track_id:04d}/{face.frame_index:06d}"

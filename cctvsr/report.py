@@ -14,6 +14,16 @@ from cctvsr.fsutil import atomic_path
 
 AI_LABEL = "AI-enhanced — not an original image"
 
+
+def sr_png_text(model_label: str) -> dict[str, str]:
+    """The text chunks every super-resolved PNG carries, so the file says what it is on its own."""
+    from cctvsr import __version__
+
+    return {
+        "Comment": f"{AI_LABEL}. Super-resolved ×4 by cctvsr with model {model_label}.",
+        "Software": f"cctvsr {__version__}",
+    }
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}
 h1{font-size:1.4em} h2{font-size:1.1em;margin-top:2em}

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 from cctvsr.errors import CctvsrError, InputError
 from cctvsr.evidence import files_under, require_regular_file
 from cctvsr.images import IMAGE_SUFFIXES, DecodedImage, compose_output, read_image, write_png
+from cctvsr.report import sr_png_text
 from cctvsr.sr.engine import SuperResolver
 
 GROUP_PIXELS = 1 << 20  # LR pixels decoded ahead of the generator at most (plus one image)
@@ -90,12 +91,14 @@ def run_jobs(
 ) -> UpscaleSummary:
     """Upscale every job; `on_progress(done)` with the number of files finished (written or failed)."""
     summary = UpscaleSummary()
+    weights = resolver.weights
+    label = sr_png_text(f"{weights.name} (sha256 {weights.sha256[:12]})")
     start = time.perf_counter()
     for group in _groups(jobs, summary):
         outputs = resolver.upscale([image.rgb for _, image in group])
         for (job, image), sr in zip(group, outputs):
             try:
-                write_png(job.destination, compose_output(sr, image))
+                write_png(job.destination, compose_output(sr, image), label)
             except (OSError, CctvsrError) as exc:
                 summary.failed.append((job.source, f"{job.destination}: cannot write ({exc})"))
                 continue

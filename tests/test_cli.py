@@ -69,6 +69,17 @@ def test_same_stem_inputs_keep_their_extension_instead_of_overwriting(tmp_path: 
     assert cv2.imread(str(tmp_path / "out" / "a_jpg.png")).shape == (96, 64, 3)
 
 
+def test_upscaled_png_says_it_is_ai_enhanced_and_by_which_model(tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray) -> None:
+    from PIL import Image
+
+    _write(tmp_path / "in" / "face.png", astronaut[:16, :16])
+    result = runner.invoke(app, ["upscale", str(tmp_path / "in" / "face.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.stderr
+    text = Image.open(tmp_path / "out" / "face.png").text
+    assert text["Comment"].startswith("AI-enhanced — not an original image. Super-resolved ×4 by cctvsr with model ")
+    assert "sha256" in text["Comment"] and text["Software"].startswith("cctvsr ")
+
+
 def test_output_that_would_overwrite_an_input_is_refused(tmp_path: Path, tiny_model_dir: Path, astronaut: np.ndarray) -> None:
     _write(tmp_path / "a.png", astronaut[:16, :16])
     before = (tmp_path / "a.png").read_bytes()
