@@ -416,7 +416,7 @@ def calibrate(
             pool = DegradationPool.load(show)
             table = Table(title=f"pool {show}", show_header=False)
             for key, value in pool.summary().items():
-                table.add_row(str(key), str(value))
+                table.add_row(key.replace("_", " "), _pool_value(value))
             preview = show.with_name(show.name.removesuffix(".npz") + ".preview.png")
             pool.preview(preview)
             table.add_row("preview", str(preview))
@@ -471,13 +471,32 @@ def calibrate(
         iters = [k["iterations"] for k in report.kernel_estimates]
         early = sum(k["stopped_early"] for k in report.kernel_estimates)
         table.add_row("kernels", f"{len(iters)} (iterations {min(iters)}–{max(iters)}, {early} stopped early), size {report.pool.kernels.shape[1]} px")
-        table.add_row("noise", f"{len(report.pool.noise_patches)} patches, σ {summary['noise_sigma']}")
+        sigma = summary["noise_sigma"]
+        if sigma:
+            table.add_row("noise", f"{len(report.pool.noise_patches)} patches, σ {sigma['mean']:.2f} ({sigma['min']:.2f}–{sigma['max']:.2f})")
+        else:
+            table.add_row("noise", "[yellow]none[/]: no smooth patch found")
+            report.warnings.append(
+                "no noise patch found: the paper's smooth-patch rule finds none in compressed or textured footage, so "
+                "finetune will train without this camera's noise"
+            )
         c = report.compression
         table.add_row("compression", f"JPEG quality {c.quality:.1f} ± {c.spread:.1f} ({c.method}{', exact' if c.exact else ''})")
         table.add_row("time (s)", f"sampling {t.sampling:.1f}, noise {t.noise:.1f}, compression {t.compression:.1f}, kernels {t.kernels:.1f}")
         out_console.print(table)
         for warning in report.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _pool_value(value: object) -> str:
+    """A pool summary value as a person reads it: stats as mean (min–max), nothing as 'none'."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and set(value) == {"mean", "min", "max"}:
+        return f"mean {value['mean']:.3g} ({value['min']:.3g}–{value['max']:.3g})"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def _det_scales(text: str) -> tuple[float, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import av
@@ -139,6 +141,8 @@ def test_show_summarises_a_pool_and_writes_its_preview(astronaut: np.ndarray, tm
     preview = tmp_path / "p.pool.preview.png"
     assert preview.is_file() and cv2.imread(str(preview)).shape[0] > 32
     assert "kernels" in result.stdout
+    assert re.search(r"kernel sigma hr px\s+│\s+mean [\d.]+ \([\d.]+–[\d.]+\)", result.stdout), result.stdout
+    assert "{" not in result.stdout  # read as a person reads it, not a raw dict
 
 
 @pytest.mark.parametrize(
