@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import cctvsr.faces.centerface as centerface_module
-from cctvsr.assets import INSIGHTFACE_T1
 from cctvsr.errors import WeightsError
 from cctvsr.faces.centerface import CenterFaceDetector
 from cctvsr.faces.detect import MtcnnDetector
@@ -19,12 +18,7 @@ from cctvsr.faces.scales import TILE_OVERLAP, TILE_PIXELS, parse_scales, tile_co
 from cctvsr.faces.track import FaceTracker
 from cctvsr.pipeline import EnhanceOptions
 from cctvsr.video import DecodeStats, list_sources, read_frames
-from tests.test_detect import iou
-
-
-@pytest.fixture(scope="module")
-def t1() -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(INSIGHTFACE_T1.require())), cv2.COLOR_BGR2RGB)
+from tests.test_detect import iou, t1  # noqa: F401 - t1 is a fixture used by name
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import numpy as np
 from cctvsr.assets import CENTERFACE
 from cctvsr.errors import WeightsError
 from cctvsr.faces.detections import FaceDetections, check_detector_options, check_frame, finish_detections, nms
-from cctvsr.faces.scales import RawFaces, detect_at_scales
+from cctvsr.faces.scales import detect_at_scales
 
 STRIDE = 4
 _ALIGN = 32  # height and width the network accepts are multiples of this
@@ -84,7 +84,7 @@ class CenterFaceDetector:
         keep = nms(found.boxes, found.scores, _NMS_IOU)
         return finish_detections(found.boxes[keep], found.scores[keep], found.landmarks[keep], frame.shape, self.min_face)
 
-    def _run(self, image: np.ndarray) -> RawFaces:
+    def _run(self, image: np.ndarray) -> FaceDetections:
         """Faces in one RGB image (any size), in its own pixel coordinates, before NMS."""
         h, w = image.shape[:2]
         m = _MARGIN
@@ -94,7 +94,7 @@ class CenterFaceDetector:
         heat, size, offset, points = self._session.run(_OUTPUTS, {_INPUT: blob})
         ys, xs = np.nonzero(heat[0, 0] >= self.threshold)
         if len(ys) == 0:
-            return RawFaces.empty()
+            return FaceDetections.empty()
         scores = heat[0, 0, ys, xs]
         box_h = np.exp(size[0, 0, ys, xs]) * STRIDE
         box_w = np.exp(size[0, 1, ys, xs]) * STRIDE
@@ -106,8 +106,8 @@ class CenterFaceDetector:
         # landmark channels: y of the first point, x of the first point, y of the second ...
         marks = points[0][:, ys, xs].T.reshape(-1, 5, 2)[:, :, ::-1]
         landmarks = marks * np.stack([box_w, box_h], axis=1)[:, None, :] + np.stack([x1, y1], axis=1)[:, None, :]
-        inside = (cx >= 0) & (cy >= 0) & (cx < w) & (cy < h)  # a centre in the padding is not a face of the image
-        return RawFaces(boxes[inside], scores[inside], landmarks[inside])
+        real = (cx >= 0) & (cy >= 0) & (cx < w) & (cy < h)  # a centre in the padding is not a face of the image
+        return FaceDetections(boxes[real], scores[real], landmarks[real])
 
 
 __all__ = ["CenterFaceDetector"]

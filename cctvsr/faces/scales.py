@@ -11,42 +11,31 @@ frame-as-it-is pass's job.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from cctvsr.faces.detections import FaceDetections
 
 TILE_PIXELS = 2_400_000  # most resized pixels one network run sees (about 1.5 GB of activations for CenterFace)
 TILE_OVERLAP = 128  # resized pixels two neighbouring tiles share: faces up to this size are whole in one
 
 
-@dataclass(frozen=True)
-class RawFaces:
-    """Detections before NMS, in the coordinates of the image they were found in."""
+def concat(parts: list[FaceDetections]) -> FaceDetections:
+    """Detections of several runs as one set (not merged: NMS is the caller's)."""
+    if not parts:
+        return FaceDetections.empty()
+    return FaceDetections(
+        np.concatenate([p.boxes for p in parts]).astype(np.float32),
+        np.concatenate([p.scores for p in parts]).astype(np.float32),
+        np.concatenate([p.landmarks for p in parts]).astype(np.float32),
+    )
 
-    boxes: np.ndarray  # (N, 4) float: x1, y1, x2, y2
-    scores: np.ndarray  # (N,)
-    landmarks: np.ndarray  # (N, 5, 2)
 
-    @classmethod
-    def empty(cls) -> RawFaces:
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
-
-    @classmethod
-    def concat(cls, parts: list[RawFaces]) -> RawFaces:
-        if not parts:
-            return cls.empty()
-        return cls(
-            np.concatenate([p.boxes for p in parts]).astype(np.float32),
-            np.concatenate([p.scores for p in parts]).astype(np.float32),
-            np.concatenate([p.landmarks for p in parts]).astype(np.float32),
-        )
-
-    def moved(self, dx: float, dy: float, scale: float) -> RawFaces:
-        """Shifted by (dx, dy), then divided by `scale`: tile coordinates to frame coordinates."""
-        shift = np.array([dx, dy], np.float32)
-        boxes = (self.boxes + np.tile(shift, 2)) / scale
-        return RawFaces(boxes, self.scores, (self.landmarks + shift) / scale)
+def moved(faces: FaceDetections, dx: float, dy: float, scale: float) -> FaceDetections:
+    """Shifted by (dx, dy), then divided by `scale`: tile coordinates to frame coordinates."""
+    shift = np.array([dx, dy], np.float32)
+    return FaceDetections((faces.boxes + np.tile(shift, 2)) / scale, faces.scores, (faces.landmarks + shift) / scale)
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -89,7 +78,7 @@ def _core(origins: list[int], index: int, tile: int, length: int) -> tuple[float
     return start, end
 
 
-def detect_at_scales(frame: np.ndarray, scales: tuple[float, ...], run: Callable[[np.ndarray], RawFaces]) -> RawFaces:
+def detect_at_scales(frame: np.ndarray, scales: tuple[float, ...], run: Callable[[np.ndarray], FaceDetections]) -> FaceDetections:
     """Every face `run` finds in `frame` resized by each scale, in frame coordinates (not merged)."""
     h, w = frame.shape[:2]
     found = []
@@ -106,9 +95,9 @@ def detect_at_scales(frame: np.ndarray, scales: tuple[float, ...], run: Callable
             y_lo, y_hi = _core(ys, j, th, sh)
             for i, x0 in enumerate(xs):
                 x_lo, x_hi = _core(xs, i, tw, sw)
-                faces = run(image[y0 : y0 + th, x0 : x0 + tw]).moved(x0, y0, 1.0)
+                faces = moved(run(image[y0 : y0 + th, x0 : x0 + tw]), x0, y0, 1.0)
                 cx = (faces.boxes[:, 0] + faces.boxes[:, 2]) / 2
                 cy = (faces.boxes[:, 1] + faces.boxes[:, 3]) / 2
                 own = (cx >= x_lo) & (cx < x_hi) & (cy >= y_lo) & (cy < y_hi)
-                found.append(RawFaces(faces.boxes[own], faces.scores[own], faces.landmarks[own]).moved(0, 0, scale))
-    return RawFaces.concat(found)
+                found.append(moved(faces.take(own), 0, 0, scale))
+    return concat(found)
