@@ -21,8 +21,8 @@ of people whose faces are not usable (`intel-sample-videos__one-by-one-person-de
 every track that survives `--min-track-len` there is a false track. Last, each detector is timed
 on the full-resolution 1080p frames at the default --min-face.
 
-Run:  .venv/bin/python benchmarks/detect_recall.py           (≈ 20 min on an idle 2-core CPU)
-      .venv/bin/python benchmarks/detect_recall.py --quick   (a third of the frames: rough, ≈ 8 min)
+Run:  .venv/bin/python benchmarks/detect_recall.py           (≈ 10 min on an idle 2-core CPU)
+      .venv/bin/python benchmarks/detect_recall.py --quick   (a third of the frames: rough, ≈ 4 min)
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def why_no_faces(result: EnhanceResult, tracks_kept: int, min_face: int, min_tra
     if result.faces_found == 0:
         return (
             f"no face found in {result.frames} frames: faces under about 12 px, turned away or in the dark are not "
-            "found; try --det-scales 1,2,3 (also looks at the frame enlarged ×3, about 3× slower) or a lower --det-threshold"
+            "found; try --det-scales 1,2,3 (also looks closer at ×3, about 1.5× slower) or a lower --det-threshold"
         )
     longest = max((log.faces_seen for log in result.tracks.values()), default=0)
     if longest == 0:

@@ -14,7 +14,7 @@ import cctvsr.faces.centerface as centerface_module
 from cctvsr.errors import WeightsError
 from cctvsr.faces.centerface import CenterFaceDetector
 from cctvsr.faces.detect import MtcnnDetector
-from cctvsr.faces.scales import TILE_OVERLAP, TILE_PIXELS, parse_scales, tile_counts, tile_origins
+from cctvsr.faces.scales import TILE_OVERLAP, TILE_PIXELS, focus_windows, parse_scales, spread_out, tile_counts, tile_origins
 from cctvsr.faces.track import FaceTracker
 from cctvsr.pipeline import EnhanceOptions
 from cctvsr.video import DecodeStats, list_sources, read_frames
@@ -70,13 +70,30 @@ def test_tiles_cover_the_enlarged_frame_with_the_overlap_and_stay_bounded() -> N
     assert tile_counts(3840, 2160) == (2, 2)
 
 
-def test_a_real_face_shrunk_to_14_px_is_found(t1: np.ndarray, default: CenterFaceDetector) -> None:
+def test_a_real_face_shrunk_to_14_px_is_found(t1: np.ndarray) -> None:
     truth = CenterFaceDetector(scales=(1.0,)).detect(t1).boxes
     factor = 14.0 / float(np.median(truth[:, 3] - truth[:, 1]))
     small = cv2.resize(cv2.GaussianBlur(t1, (0, 0), 0.4 / factor), None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    found = default.detect(small)
+    found = CenterFaceDetector(min_face=8).detect(small)  # 14 px tall is ~10 px wide: at the default min_face's edge
     assert len(_pairs(truth * factor, found.boxes, 0.3)) == 6
     assert len(found) <= 7
+
+
+def test_enlarged_windows_find_a_14_px_face_where_asked_in_frame_coordinates(t1: np.ndarray, default: CenterFaceDetector) -> None:
+    truth = CenterFaceDetector(scales=(1.0,)).detect(t1).boxes
+    factor = 14.0 / float(np.median(truth[:, 3] - truth[:, 1]))
+    small = cv2.resize(cv2.GaussianBlur(t1, (0, 0), 0.4 / factor), None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    truth = truth * factor
+    centres = (truth[:, :2] + truth[:, 2:]) / 2 + 3.0  # a weak peak is a few pixels off the face's centre
+    found = focus_windows(small, centres[:2], 2.0, lambda crops: default._run(crops, default.threshold, 0))
+    assert len(_pairs(truth[:2], found.boxes, 0.5)) == 2  # the two faces asked about, back at frame scale ...
+    assert len(_pairs(truth[2:], found.boxes, 0.3)) == 0  # ... and none of the others: nobody looked there
+
+
+def test_weak_peaks_closer_than_the_spacing_share_one_window() -> None:
+    centres = np.array([[10.0, 10.0], [14.0, 10.0], [40.0, 10.0], [10.0, 17.9]])
+    kept = spread_out(centres, np.array([0.1, 0.5, 0.2, 0.3]), spacing=8.0)
+    assert kept.tolist() == [[14.0, 10.0], [10.0, 17.9], [40.0, 10.0]]
 
 
 def test_det_scales_are_parsed_and_checked() -> None:

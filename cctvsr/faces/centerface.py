@@ -8,21 +8,27 @@ from the inputs, batch/height/width symbolic) before ONNX Runtime sees it.
 
 Small faces are found by running the network on the frame enlarged as well as as it is
 (`cctvsr.faces.scales`): at ×1 its heatmap peaks fade below about 20 px (42 % recall at 12–16 px,
-87 % at ×2; benchmarks/detect_recall.py).
+87 % at ×2; benchmarks/detect_recall.py). They fade but rarely vanish: 99.7 % of the faces only
+the ×2 pass finds still peak at ≥ 0.02 in the ×1 heatmap, so when the scales include 1 the
+enlarged passes look only in windows around those weak peaks, not at the whole enlarged frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import cv2
 import numpy as np
 
 from cctvsr.assets import CENTERFACE
 from cctvsr.errors import WeightsError
 from cctvsr.faces.detections import FaceDetections, check_detector_options, check_frame, finish_detections, nms
-from cctvsr.faces.scales import detect_at_scales
+from cctvsr.faces.scales import FOCUS_WINDOW, concat, detect_at_scales, focus_windows, spread_out
 
 STRIDE = 4
 _ALIGN = 32  # height and width the network accepts are multiples of this
 _THRESHOLD = 0.3  # default heatmap score: tiny real faces peak at 0.3–0.75 (benchmarks/detect_recall.py)
+_HINT = 0.02  # a ×1 heatmap peak this strong may be a face too small for ×1: the enlarged scales look there
 _NMS_IOU = 0.3
 _MARGIN = 16  # px of replicated border on every side: a face that fills a small frame, or is cut by its edge, still has context
 _INPUT, _OUTPUTS = "input.1", ["537", "538", "539", "540"]  # heatmap, log size, offset, landmarks
@@ -78,33 +84,66 @@ class CenterFaceDetector:
 
     def detect(self, frame: np.ndarray) -> FaceDetections:
         frame = check_frame(frame)
-        found = detect_at_scales(frame, self.scales, self._run)
+        enlarged = [scale for scale in self.scales if scale > 1] if 1.0 in self.scales else []
+        whole = tuple(scale for scale in self.scales if scale not in enlarged)
+        found = detect_at_scales(frame, whole, self._whole(_HINT if enlarged else self.threshold))
+        if enlarged:
+            found = self._look_closer(frame, found, enlarged)
         if len(found.boxes) == 0:
             return FaceDetections.empty()
         keep = nms(found.boxes, found.scores, _NMS_IOU)
         return finish_detections(found.boxes[keep], found.scores[keep], found.landmarks[keep], frame.shape, self.min_face)
 
-    def _run(self, image: np.ndarray) -> FaceDetections:
-        """Faces in one RGB image (any size), in its own pixel coordinates, before NMS."""
-        h, w = image.shape[:2]
-        m = _MARGIN
+    def _look_closer(self, frame: np.ndarray, found: FaceDetections, enlarged: list[float]) -> FaceDetections:
+        """The faces of `found` at or over the threshold, and those the enlarged scales find around
+        its weaker peaks."""
+        strong = found.scores >= self.threshold
+        weak, found = found.take(~strong), found.take(strong)
+        centres = (weak.boxes[:, :2] + weak.boxes[:, 2:]) / 2
+        covered = np.zeros(len(weak), bool)
+        for x1, y1, x2, y2 in found.boxes:  # a weak peak on a face already found needs no second look
+            covered |= (centres[:, 0] >= x1) & (centres[:, 0] <= x2) & (centres[:, 1] >= y1) & (centres[:, 1] <= y2)
+        parts = [found]
+        for scale in enlarged:
+            spots = spread_out(centres[~covered], weak.scores[~covered], FOCUS_WINDOW / scale / 8)
+            if len(spots) * FOCUS_WINDOW**2 < frame.shape[0] * frame.shape[1] * scale**2:
+                parts.append(focus_windows(frame, spots, scale, lambda crops: self._run(crops, self.threshold, 0)))
+            else:  # on a small or busy frame the windows would cost more than the whole enlarged frame
+                parts.append(detect_at_scales(frame, (scale,), self._whole(self.threshold)))
+        return concat(parts)
+
+    def _whole(self, threshold: float) -> Callable[[np.ndarray], FaceDetections]:
+        """A pass over a whole (resized) frame or tile, with a replicated margin for context."""
+        return lambda image: self._run(image[None], threshold, _MARGIN)[0]
+
+    def _run(self, images: np.ndarray, threshold: float, margin: int) -> list[FaceDetections]:
+        """Faces at heatmap peaks ≥ `threshold` in each of (N, H, W, 3) RGB images, in its own
+        pixel coordinates, before NMS; `margin` px of replicated border give the edges context."""
+        n, h, w = images.shape[:3]
+        m = margin
         ph, pw = -(h + 2 * m) % _ALIGN, -(w + 2 * m) % _ALIGN
-        bgr = np.pad(image[:, :, ::-1], ((m, m + ph), (m, m + pw), (0, 0)), mode="edge")
-        blob = np.ascontiguousarray(bgr.transpose(2, 0, 1)[None], dtype=np.float32)
-        heat, size, offset, points = self._session.run(_OUTPUTS, {_INPUT: blob})
-        ys, xs = np.nonzero(heat[0, 0] >= self.threshold)
+        bgr = np.pad(images[..., ::-1], ((0, 0), (m, m + ph), (m, m + pw), (0, 0)), mode="edge")
+        blob = np.ascontiguousarray(bgr.transpose(0, 3, 1, 2), dtype=np.float32)
+        heats, sizes, offsets, points = self._session.run(_OUTPUTS, {_INPUT: blob})
+        return [self._decode(*outputs, threshold, m, w, h) for outputs in zip(heats, sizes, offsets, points)]
+
+    @staticmethod
+    def _decode(heat, size, offset, points, threshold: float, m: int, w: int, h: int) -> FaceDetections:
+        """One image's faces from its network outputs: a face per local maximum of the heatmap."""
+        heat = heat[0]
+        peak = (heat >= threshold) & (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8)))
+        ys, xs = np.nonzero(peak)
         if len(ys) == 0:
             return FaceDetections.empty()
-        scores = heat[0, 0, ys, xs]
-        box_h = np.exp(size[0, 0, ys, xs]) * STRIDE
-        box_w = np.exp(size[0, 1, ys, xs]) * STRIDE
-        cy = (ys + offset[0, 0, ys, xs] + 0.5) * STRIDE
-        cx = (xs + offset[0, 1, ys, xs] + 0.5) * STRIDE
-        cx, cy = cx - m, cy - m
+        scores = heat[ys, xs]
+        box_h = np.exp(size[0, ys, xs]) * STRIDE
+        box_w = np.exp(size[1, ys, xs]) * STRIDE
+        cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE - m
+        cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE - m
         x1, y1 = cx - box_w / 2, cy - box_h / 2
         boxes = np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=1)
         # landmark channels: y of the first point, x of the first point, y of the second ...
-        marks = points[0][:, ys, xs].T.reshape(-1, 5, 2)[:, :, ::-1]
+        marks = points[:, ys, xs].T.reshape(-1, 5, 2)[:, :, ::-1]
         landmarks = marks * np.stack([box_w, box_h], axis=1)[:, None, :] + np.stack([x1, y1], axis=1)[:, None, :]
         real = (cx >= 0) & (cy >= 0) & (cx < w) & (cy < h)  # a centre in the padding is not a face of the image
         return FaceDetections(boxes[real], scores[real], landmarks[real])

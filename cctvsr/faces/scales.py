@@ -1,4 +1,4 @@
-"""Run a detector over a frame at several scales, in tiles where the resized frame is large.
+"""Run a detector over a frame at several scales: whole (in tiles where it is large) or in windows.
 
 A detector that misses faces under ~14 px finds them on the frame enlarged ×2; the frame as it
 is keeps the large faces (which an enlarged frame makes too big for the network's receptive
@@ -6,6 +6,10 @@ field). An enlarged 1080p frame is 3840×2160, so it is cut into the fewest over
 keep memory bounded (four there); each face is kept from the one tile whose core holds its
 centre, and a face smaller than the overlap is whole in that tile. Larger faces are the
 frame-as-it-is pass's job.
+
+Enlarging the whole frame costs four times the frame-as-it-is pass. Where that pass can say where
+a face might be (a weak heatmap peak), `focus_windows` enlarges only small windows around those
+places: on real 1080p footage about a hundred 64-px windows, a fifth of the pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from cctvsr.faces.detections import FaceDetections
 
 TILE_PIXELS = 2_400_000  # most resized pixels one network run sees (about 1.5 GB of activations for CenterFace)
 TILE_OVERLAP = 128  # resized pixels two neighbouring tiles share: faces up to this size are whole in one
+FOCUS_WINDOW = 128  # resized pixels of a focused window's side: a face up to ~48 px with context all round
+FOCUS_BATCH = 32  # windows per network run (about 0.4 GB of activations for CenterFace)
 
 
 def concat(parts: list[FaceDetections]) -> FaceDetections:
@@ -100,4 +106,49 @@ def detect_at_scales(frame: np.ndarray, scales: tuple[float, ...], run: Callable
                 cy = (faces.boxes[:, 1] + faces.boxes[:, 3]) / 2
                 own = (cx >= x_lo) & (cx < x_hi) & (cy >= y_lo) & (cy < y_hi)
                 found.append(moved(faces.take(own), 0, 0, scale))
+    return concat(found)
+
+
+def spread_out(centres: np.ndarray, scores: np.ndarray, spacing: float) -> np.ndarray:
+    """The strongest of `centres` (N, 2) first, each at least `spacing` from those kept before it."""
+    kept: list[int] = []
+    for index in np.argsort(-scores, kind="stable"):
+        if not kept or np.min(np.hypot(*(centres[kept] - centres[index]).T)) >= spacing:
+            kept.append(int(index))
+    return centres[kept].reshape(-1, 2)
+
+
+def focus_windows(
+    frame: np.ndarray,
+    centres: np.ndarray,
+    scale: float,
+    run_batch: Callable[[np.ndarray], list[FaceDetections]],
+    window: int = FOCUS_WINDOW,
+) -> FaceDetections:
+    """Faces `run_batch` finds in square windows of `frame` resized by `scale`, one centred on each
+    of `centres` (frame x, y); a face counts where its centre is in its window's middle half (the
+    rest is context), in frame coordinates, not merged. Windows reaching past the frame edge see
+    its edge pixels repeated."""
+    if len(centres) == 0:
+        return FaceDetections.empty()
+    corners = np.asarray(centres, np.float64) - window / scale / 2
+    found = []
+    for start in range(0, len(corners), FOCUS_BATCH):
+        batch = corners[start : start + FOCUS_BATCH]
+        crops = np.stack([
+            cv2.warpAffine(
+                frame,
+                # resize's pixel-centre convention: window pixel u sees frame x0 + (u + 0.5) / scale - 0.5
+                np.array([[scale, 0, scale * (0.5 - x0) - 0.5], [0, scale, scale * (0.5 - y0) - 0.5]]),
+                (window, window),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            for x0, y0 in batch
+        ])
+        for (x0, y0), faces in zip(batch, run_batch(crops)):
+            cx = (faces.boxes[:, 0] + faces.boxes[:, 2]) / 2
+            cy = (faces.boxes[:, 1] + faces.boxes[:, 3]) / 2
+            middle = (np.abs(cx - window / 2) <= window / 4) & (np.abs(cy - window / 2) <= window / 4)
+            found.append(moved(faces.take(middle), x0 * scale, y0 * scale, scale))
     return concat(found)
