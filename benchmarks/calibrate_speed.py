@@ -53,7 +53,7 @@ from cctvsr.degrade.kernels import (
     normalised_k2,
     x4_kernel,
 )
-from cctvsr.sr.engine import cpu_has_native_bf16
+from cctvsr.device import cpu_has_native_bf16
 
 FACES_DIR = Path("/work/shared/data/faces_hq")
 # Large, sharp photos (their ×4 LR frames are 341–432 px high), each with its own kernel angle.

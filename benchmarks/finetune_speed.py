@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from cctvsr.degrade.pool import DegradationPool
+from cctvsr.device import cpu_has_native_bf16
 from cctvsr.perceptual.stlpips import StLpips
-from cctvsr.sr.engine import cpu_has_native_bf16
 from cctvsr.sr.weights import load_generator_weights
 from cctvsr.train.data import PairDataset
 from cctvsr.train.trainer import StageSettings, StageTrainer

@@ -31,8 +31,9 @@ import cv2
 import numpy as np
 import torch
 
+from cctvsr.device import cpu_has_native_bf16
 from cctvsr.metrics import psnr
-from cctvsr.sr.engine import SuperResolver, cpu_has_native_bf16
+from cctvsr.sr.engine import SuperResolver
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights
 
 DEFAULT_FACES_DIR = Path("/work/shared/data/faces_hq")

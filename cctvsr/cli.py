@@ -18,6 +18,8 @@ from rich.table import Table
 
 from cctvsr import __version__
 from cctvsr.errors import CctvsrError, InputError, OutputError, os_error_message
+from cctvsr.jobs.options import command_from
+from cctvsr.jobs.upscale import UpscaleOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -144,73 +146,48 @@ def _progress(*extra: ProgressColumn) -> Progress:
 
 
 @app.command()
-def upscale(
-    inputs: Optional[list[Path]] = typer.Argument(None, help="Images and/or folders of images (searched recursively)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the ×4 PNGs (created; sub-folders mirror input folders)."),
-    model: ModelOpt = "realesrgan-x4plus",
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = 8,
-    tile: TileOpt = 256,
-    tile_overlap: TileOverlapOpt = 16,
-    fidelity: FidelityOpt = None,
-    backend: BackendOpt = None,
-    demo: bool = typer.Option(
-        False, "--demo", help="Add the embedded demo: a real photo (skimage astronaut) reduced to 128×128, restored ×4."
-    ),
-) -> None:
+@command_from(UpscaleOptions)
+def upscale(options: UpscaleOptions) -> None:
     """Super-resolve whole images ×4 at whatever size they have (png, jpg, bmp, tiff, webp).
 
     Grey images stay grey, an alpha channel is carried through; unreadable files are reported and skipped, the others written, and the exit code is 1 when any file failed.
     """
-    import cv2
+    from cctvsr.jobs.upscale import run
 
-    from cctvsr import demo as demo_input
-    from cctvsr.evidence import keep_apart
-    from cctvsr.fsutil import ensure_writable_folder
-    from cctvsr.images import read_image
-    from cctvsr.metrics import st_lpips
-    from cctvsr.upscale import plan_jobs, run_jobs
+    progress = _progress()  # shown once the inputs passed their checks and the model is loaded
+    task = progress.add_task("upscaling", start=False, visible=False)
+
+    def started(what: str, files: int) -> None:
+        err_console.print(what)
+        progress.update(task, total=files, visible=True)
+        progress.start_task(task)
+        progress.start()
 
     with user_errors():
-        sources = list(inputs or [])
-        if not sources and not demo:
-            raise InputError("give at least one image or folder (or --demo)")
-        keep_apart([("--out", out)], sources)
-        ensure_writable_folder(out)
-        if demo:
-            sources.append(demo_input.write_demo_input(out / "demo-input"))
-        jobs = plan_jobs(sources, out)
-        resolver = _resolver(model, device, precision, batch_size, tile, tile_overlap, fidelity, backend)
-        weights = resolver.weights
-        err_console.print(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
-        with _progress() as progress:
-            task = progress.add_task("upscaling", total=len(jobs))
-            summary = run_jobs(jobs, resolver, on_progress=lambda done: progress.update(task, completed=done))
-
-        table = Table(title="upscale", show_header=False)
-        table.add_row("written", f"{len(summary.written)} PNG in {out}")
-        table.add_row("failed", str(len(summary.failed)))
-        table.add_row("model", f"{weights.name} (sha256 {weights.sha256[:12]})")
-        table.add_row("device", resolver.plan.describe())
-        rate = summary.lr_pixels / summary.seconds if summary.seconds else 0.0
-        table.add_row("speed", f"{summary.lr_pixels / 1e6:.3f} LR Mpx in {summary.seconds:.1f} s ({rate:,.0f} px/s)")
-        if demo and jobs[-1].destination in summary.written:
-            truth = demo_input.demo_ground_truth()
-            restored = read_image(jobs[-1].destination).rgb
-            bicubic = cv2.resize(read_image(jobs[-1].source).rgb, truth.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-            table.add_row(
-                "demo",
-                f"{jobs[-1].destination}: ST-LPIPS to the original photo {st_lpips(restored, truth):.3f}"
-                f" (bicubic {st_lpips(bicubic, truth):.3f}; lower is closer)",
-            )
-        out_console.print(table)
-        if summary.failed:
-            for path, reason in summary.failed:
-                err_console.print(f"[bold red]failed:[/] {reason}")
-            names = ", ".join(str(path) for path, _ in summary.failed)
-            err_console.print(f"[bold red]error:[/] {len(summary.failed)} of {len(jobs)} images failed: {names}")
-            raise typer.Exit(1)
+        try:
+            summary = run(options, warn=_warn, on_start=started, on_progress=lambda done: progress.update(task, completed=done))
+        finally:
+            progress.stop()
+    table = Table(title="upscale", show_header=False)
+    table.add_row("written", f"{len(summary.written)} PNG in {options.out}")
+    table.add_row("failed", str(len(summary.failed)))
+    table.add_row("model", summary.model)
+    table.add_row("device", summary.device)
+    rate = summary.lr_pixels / summary.seconds if summary.seconds else 0.0
+    table.add_row("speed", f"{summary.lr_pixels / 1e6:.3f} LR Mpx in {summary.seconds:.1f} s ({rate:,.0f} px/s)")
+    if summary.demo:
+        table.add_row(
+            "demo",
+            f"{summary.demo.path}: ST-LPIPS to the original photo {summary.demo.st_lpips:.3f}"
+            f" (bicubic {summary.demo.bicubic_st_lpips:.3f}; lower is closer)",
+        )
+    out_console.print(table)
+    if summary.failed:
+        for path, reason in summary.failed:
+            err_console.print(f"[bold red]failed:[/] {reason}")
+        names = ", ".join(str(path) for path, _ in summary.failed)
+        err_console.print(f"[bold red]error:[/] {len(summary.failed)} of {summary.planned} images failed: {names}")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -228,7 +205,7 @@ def enhance(
     detector: Annotated[str, typer.Option(help="auto (InsightFace SCRFD when its pack is on disk, else the embedded CenterFace), centerface, mtcnn, or insightface.")] = "auto",
     insightface_pack: Annotated[str, typer.Option(help="InsightFace model pack for --detector insightface/auto: buffalo_l or buffalo_sc (non-commercial weights).")] = "buffalo_l",
     min_face: Annotated[int, typer.Option(min=1, help="Ignore faces whose box is smaller than this many px (CenterFace at ×1,2 finds most real faces of 12 px and more).")] = 10,
-    det_scales: Annotated[str, typer.Option(help="Frame sizes CenterFace looks at, comma-separated: 1 = as it is (large faces), 2 = enlarged ×2, in tiles (faces under ~20 px).")] = "1,2",
+    det_scales: Annotated[str, typer.Option(help="Frame sizes CenterFace looks at, comma-separated: 1 = as it is (large faces), 2 = enlarged ×2 (faces under ~20 px; with 1, only around the weak peaks of the ×1 pass).")] = "1,2",
     det_threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Detection score threshold (default: the detector's own).")] = None,
     best: Annotated[int, typer.Option(min=1, help="Best faces kept per track (by detector score, size, sharpness, pose, exposure).")] = 3,
     all_frames: Annotated[bool, typer.Option("--all-frames", help="Keep and enhance every face of every track, not only the best.")] = False,
@@ -589,7 +566,7 @@ def finetune(
                     err_console.print(f"{name} stage: resumed at iteration {start}")
 
             def stepped(step: int, losses: dict[str, float]) -> None:
-                shown = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+                shown = " ".join(f"{k} {_fixed(v, 4)}" for k, v in losses.items())
                 progress.update(task, completed=step, description=f"{shown}")
 
             hooks = FinetuneHooks(
@@ -598,7 +575,7 @@ def finetune(
                 stage=StageHooks(
                     step=stepped,
                     validated=lambda r: progress.console.print(
-                        f"step {r.step}: validation PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}, ST-LPIPS {r.perceptual:.4f}"
+                        f"step {r.step}: validation PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}, ST-LPIPS {_fixed(r.perceptual, 4)}"
                     ),
                 ),
             )
@@ -609,17 +586,27 @@ def finetune(
         for o in outcomes:
             first, cubic = o.reference.get("initial", {}), o.reference.get("bicubic", {})
             table.add_row(
-                o.stage, f"{o.best.step}/{o.iters}", f"{o.best.psnr:.2f}", f"{o.best.ssim:.4f}", f"{o.best.perceptual:.4f}",
+                o.stage, f"{o.best.step}/{o.iters}", f"{o.best.psnr:.2f}", f"{o.best.ssim:.4f}", _fixed(o.best.perceptual, 4),
                 _delta(o.best, first), _delta(o.best, cubic),
             )
         out_console.print(table)
         out_console.print(f"use it with: cctvsr enhance VIDEO --model {model_dir}" + (" --fidelity 0.5" if len(outcomes) == 2 else ""))
 
 
+def _fixed(value: float, places: int, signed: bool = False) -> str:
+    """`value` to `places` decimals, never '-0.0000': what rounds to zero reads as 0, without a sign
+    that would claim a direction (a tiny negative ST-LPIPS or difference is float noise)."""
+    text = f"{value:{'+' if signed else ''}.{places}f}"
+    return f"{0.0:.{places}f}" if float(text) == 0 else text
+
+
 def _delta(best, reference: dict[str, float]) -> str:
     if not reference:
         return "-"
-    return f"PSNR {best.psnr - reference['psnr']:+.2f} dB, ST-LPIPS {best.perceptual - reference['perceptual']:+.4f}"
+    return (
+        f"PSNR {_fixed(best.psnr - reference['psnr'], 2, signed=True)} dB, "
+        f"ST-LPIPS {_fixed(best.perceptual - reference['perceptual'], 4, signed=True)}"
+    )
 
 
 EvalModelOpt = Annotated[
@@ -747,6 +734,11 @@ def evaluate(
             source = f"{len(pairs)} faces from the saved set {lr_dir}"
         keep_apart(outputs, [hr_dir, lr_dir, pool, *model_paths])
         ensure_writable_folder(out)  # before any super-resolution or scoring
+        if not model:  # a baseline on its own is legitimate, but rarely what was meant
+            _warn(
+                "no --model: only bicubic is measured; add --model realesrgan-x4plus (or a model directory or weights file; "
+                "repeat --model for several) to compare super-resolution with it"
+            )
         if lr_dir is None:
             detector = None
             if detect_faces:
@@ -777,10 +769,8 @@ def evaluate(
 @app.command()
 def models() -> None:
     """List every model cctvsr knows, whether its weights are here, and what can run them."""
-    import torch
-
-    from cctvsr.assets import STLPIPS_ALEX
-    from cctvsr.sr.engine import cpu_has_native_bf16
+    from cctvsr import registry
+    from cctvsr.device import probe_hardware
     from cctvsr.sr.onnx_runtime import CPU_EP, PROVIDER_ORDER, usable_providers
     from cctvsr.sr.tensorrt import tensorrt_status
     from cctvsr.sr.weights import DEFAULT_MODEL, REGISTRY, weights_status
@@ -796,16 +786,25 @@ def models() -> None:
             table.add_row("weights", weights_status(spec))
             out_console.print(table)
 
+        # Every card of the registry (cctvsr/models.toml): files up to 64 MiB are sha256-checked, larger ones by size.
+        cards = Table(title="Model registry (cctvsr/models.toml)")
+        for column in ("name", "kind", "licence", "source", "here"):
+            cards.add_column(column)
+        for card in registry.cards():
+            usable, status = registry.card_status(card)
+            cards.add_row(card.name, card.kind, card.licence, card.source, status if usable else f"[yellow]{status}[/yellow]")
+        out_console.print(cards)
+
         devices = Table(title="Devices and precisions usable here")
         for column in ("backend", "device", "precisions", "note"):
             devices.add_column(column)
-        bf16 = "native (AMX/AVX512-BF16)" if cpu_has_native_bf16() else "emulated: several times slower than fp32"
-        auto_cpu = "bf16" if cpu_has_native_bf16() else "fp32"
+        hardware = probe_hardware()
+        bf16 = "native (AMX/AVX512-BF16)" if hardware.cpu_native_bf16 else "emulated: several times slower than fp32"
+        auto_cpu = "bf16" if hardware.cpu_native_bf16 else "fp32"
         devices.add_row("torch", "cpu", "fp32, bf16", f"auto = {auto_cpu} + channels_last; bf16 {bf16}")
-        if torch.cuda.is_available():
-            for index in range(torch.cuda.device_count()):
-                devices.add_row("torch", f"cuda:{index} {torch.cuda.get_device_name(index)}", "fp16, bf16, fp32", "auto = fp16 + channels_last")
-        else:
+        for index, gpu in enumerate(hardware.cuda_devices):
+            devices.add_row("torch", f"cuda:{index} {gpu}", "fp16, bf16, fp32", "auto = fp16 + channels_last")
+        if not hardware.cuda_devices:
             devices.add_row("torch", "cuda", "-", "no CUDA device usable by this PyTorch build")
         providers = usable_providers()
         for name in PROVIDER_ORDER:
@@ -818,8 +817,9 @@ def models() -> None:
         devices.add_row("tensorrt", "cuda", "fp16, fp32" if trt_usable else "-", trt_note)
         out_console.print(devices)
 
-        status = "present" if STLPIPS_ALEX.locate() else f"missing (pip install {STLPIPS_ALEX.distribution})"
-        out_console.print(f"perceptual metric: ST-LPIPS AlexNet ({STLPIPS_ALEX.licence}) from pip:{STLPIPS_ALEX.distribution}: {status}")
+        stlpips = registry.packaged("stlpips-alex")
+        status = "present" if stlpips.locate() else f"missing (pip install {stlpips.distribution})"
+        out_console.print(f"perceptual metric: ST-LPIPS AlexNet ({stlpips.licence}) from pip:{stlpips.distribution}: {status}")
 
 
 @app.command("export-onnx")
@@ -837,14 +837,23 @@ def export_onnx(
     from cctvsr.evidence import keep_apart
     from cctvsr.fsutil import ensure_writable_file
     from cctvsr.sr.backends import load_weights
-    from cctvsr.sr.export import export_onnx as run_export
+    from cctvsr.sr.export import EXPORT_STEPS, export_onnx as run_export
 
     with user_errors():
         keep_apart([("--out", out)], [Path(model)] if Path(model).exists() else [])
         ensure_writable_file(out)
-        weights = load_weights(model, fidelity)
-        with err_console.status(f"exporting {weights.name} and checking it against PyTorch …"):
-            graph = run_export(weights, out, fp16=fp16, opset=opset, warn=_warn)
+        with err_console.status("loading weights …"):  # transient: a bad --model stays a one-line error
+            weights = load_weights(model, fidelity)
+        with _progress() as progress:  # the real model takes over a minute on a CPU: show each step
+            task = progress.add_task("exporting", total=EXPORT_STEPS)
+            started: list[str] = []
+
+            def on_step(step: str) -> None:  # a step starting means the ones before it are done
+                progress.update(task, description=step, completed=len(started))
+                started.append(step)
+
+            graph = run_export(weights, out, fp16=fp16, opset=opset, warn=_warn, on_step=on_step)
+            progress.update(task, description="exported", completed=EXPORT_STEPS)
         parity = graph.parity
         table = Table(title=f"export-onnx → {out}", show_header=False)
         table.add_row("file", f"{out} ({out.stat().st_size / 1e6:.1f} MB, opset {graph.opset}, {graph.precision})")

@@ -15,6 +15,7 @@ import torch
 from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from cctvsr.degrade.jpeg import block_steps
 from cctvsr.errors import InputError
 from cctvsr.perceptual.stlpips import MIN_SIZE as ST_LPIPS_MIN_SIZE
 from cctvsr.perceptual.stlpips import StLpips
@@ -199,19 +200,13 @@ def blockiness(img: np.ndarray, block: int = 8) -> float:
     """How much stronger luma steps are across a block grid than inside blocks (1 = no blocking).
     The grid's phase is unknown in a crop, so every phase is tried and the strongest kept."""
     _check_image(img)
-    y = rgb_to_y(img)
-    dx, dy = np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0))
-    if dx.shape[1] < 2 * block or dy.shape[0] < 2 * block:
+    if min(img.shape[:2]) < 2 * block + 1:
         raise InputError(f"blockiness needs at least {2 * block + 1} px per side, got {img.shape[1]}×{img.shape[0]}")
+    y = rgb_to_y(img)
     ratios = []
     for phase in range(block):
-        on_x = np.zeros(dx.shape[1], bool)
-        on_x[phase::block] = True
-        on_y = np.zeros(dy.shape[0], bool)
-        on_y[phase::block] = True
-        across = np.concatenate([dx[:, on_x].ravel(), dy[on_y].ravel()]).mean()
-        inside = np.concatenate([dx[:, ~on_x].ravel(), dy[~on_y].ravel()]).mean()
-        ratios.append(across / (inside + 1e-6))
+        across, inside = block_steps(y, block, phase)
+        ratios.append(across.mean() / (inside.mean() + 1e-6))
     return float(max(ratios))
 
 

@@ -9,8 +9,6 @@ bytes as an uninterrupted one.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -27,6 +25,7 @@ from cctvsr.faces.select import BestFaces, QualityScore, face_quality
 from cctvsr.faces.track import FaceTracker
 from cctvsr.images import write_png
 from cctvsr.manifest import ManifestWriter
+from cctvsr.prefetch import Prefetch
 from cctvsr.report import sr_png_text
 from cctvsr.sr.engine import SuperResolver
 from cctvsr.video import DecodeStats, Frame, FrameSampling, SourceInfo, read_frames
@@ -129,6 +128,8 @@ def _when(frame: Frame) -> dict[str, Any]:
 class _Producer:
     """Decode, detect, track, score and crop; emits units of FaceCandidates on a bounded queue."""
 
+    feed: Prefetch[list[FaceCandidate]]  # the queue to the super-resolver, given to `run`
+
     def __init__(
         self,
         source: SourceInfo,
@@ -137,13 +138,11 @@ class _Producer:
         make_tracker: Callable[[float], FaceTracker],
         result: EnhanceResult,
         hooks: ProgressHooks,
-        out: queue.Queue,
-        stop: threading.Event,
         on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None,
     ) -> None:
         self.source, self.options, self.detector, self.make_tracker = source, options, detector, make_tracker
         self.tracker: FaceTracker | None = None  # made at the first frame, when the frame rate is known
-        self.result, self.hooks, self.out, self.stop = result, hooks, out, stop
+        self.result, self.hooks = result, hooks
         self.on_frame = on_frame
         self.keeper: BestFaces[FaceCandidate] = BestFaces(None if options.all_frames else options.best)
         self.waiting: dict[int, list[FaceCandidate]] = {}  # all-frames faces of tracks still too short
@@ -151,22 +150,15 @@ class _Producer:
     def _emit(self, unit: list[FaceCandidate]) -> None:
         if unit:
             started = time.perf_counter()
-            self.out.put(("unit", unit))  # blocks while the super-resolver is behind
+            self.feed.put(unit)  # blocks while the super-resolver is behind
             self.result.times.queue_wait += time.perf_counter() - started
 
     def _release(self, track_id: int, faces: list[FaceCandidate]) -> None:
         if self.tracker.long_enough(track_id):
             self._emit(faces)
 
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self.out.put(("error", exc))
-        finally:
-            self.out.put(("done", None))
-
-    def _run(self) -> None:
+    def run(self, feed: Prefetch[list[FaceCandidate]]) -> None:
+        self.feed = feed
         times, result = self.result.times, self.result
         frames: Iterator[Frame] = read_frames(
             self.source,
@@ -174,10 +166,10 @@ class _Producer:
             stats=result.decode,
             reconnect=self.options.reconnect,
             time_offset=self.options.time_offset,
-            stop=self.stop,
+            stop=feed.halt,
         )
         try:
-            while not self.stop.is_set():
+            while not feed.halted():
                 t0 = time.perf_counter()
                 frame = next(frames, None)
                 t1 = time.perf_counter()
@@ -206,7 +198,7 @@ class _Producer:
                 self.hooks.found(result.faces_found)
         finally:
             frames.close()  # type: ignore[attr-defined]
-        if self.stop.is_set() or self.tracker is None:
+        if feed.halted() or self.tracker is None:
             return
         for track_id, faces in sorted(self.keeper.finish_all().items()):
             self._release(track_id, faces)
@@ -291,20 +283,10 @@ def run_enhance(
     """Run one input through the pipeline; faces whose (track, frame) is in `done` are not rewritten.
     `make_tracker(frame_rate)` is called at the first frame with the rate frames reach the tracker."""
     result = EnhanceResult()
-    units: queue.Queue = queue.Queue(QUEUE_UNITS)
-    stop = threading.Event()
-    producer = _Producer(source, options, detector, make_tracker, result, hooks, units, stop, on_frame)
-    thread = threading.Thread(target=producer.run, name="cctvsr-producer", daemon=True)
-    thread.start()
+    producer = _Producer(source, options, detector, make_tracker, result, hooks, on_frame)
     first_crop = last_crop = None
-    try:
-        while True:
-            kind, payload = units.get()
-            if kind == "done":
-                break
-            if kind == "error":
-                raise payload
-            unit: list[FaceCandidate] = payload
+    with Prefetch(producer.run, size=QUEUE_UNITS, name="cctvsr-producer") as units:
+        for unit in units:
             if all(face.key in done for face in unit):
                 result.faces_resumed += len(unit)
                 continue
@@ -323,14 +305,6 @@ def run_enhance(
             result.times.sr += t1 - t0
             result.times.write += last_crop - t1
             result.sr_busy += last_crop - t0
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                units.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        thread.join()
     if first_crop is not None and last_crop is not None:
         result.sr_span = last_crop - first_crop
     return result

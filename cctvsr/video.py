@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import re
 import threading
 import time
@@ -32,6 +31,7 @@ from cctvsr.assets import sha256_file
 from cctvsr.errors import InputError
 from cctvsr.evidence import files_under, require_regular_file
 from cctvsr.images import check_pixel_count, read_image
+from cctvsr.prefetch import Prefetch
 
 SourceKind = Literal["video", "image", "stream"]
 
@@ -751,14 +751,6 @@ class _Reader:
 # The consumer side
 
 
-_END = object()
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BaseException
-
-
 def _image_frames(source: SourceInfo, stats: DecodeStats, stop: threading.Event | None) -> Iterator[Frame]:
     assert source.path is not None
     decoded = read_image(source.path)
@@ -812,74 +804,22 @@ def read_frames(
     if source.kind == "stream" and time_offset:
         stats.warnings.append(f"{source.label}: time offset ignored: a stream's wall time is its time of receipt")
 
-    halt = threading.Event()
-    items: queue.Queue[object] = queue.Queue(maxsize=queue_size)
-
-    def halted(wait: float = 0.0) -> bool:
-        """True once the consumer has gone; waits up to `wait` seconds for that to happen."""
-        deadline = time.monotonic() + wait
-        while True:
-            if halt.is_set() or (stop is not None and stop.is_set()):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            halt.wait(min(remaining, 0.05))
-
-    def put(item: object, wait: bool = True) -> bool | None:
-        while not halted():
-            try:
-                items.put(item, timeout=0.05) if wait else items.put_nowait(item)
-                return True
-            except queue.Full:
-                if not wait:
-                    return None
-        return False
-
-    def produce() -> None:
-        reader = _Reader(source, sampling, stats, put, time_offset)
+    def produce(feed: Prefetch[Frame]) -> None:
+        reader = _Reader(source, sampling, stats, feed.put, time_offset)
         try:
             if source.kind == "stream":
-                reader.read_stream(reconnect, backoff, halted)
+                reader.read_stream(reconnect, backoff, feed.halted)
             else:
                 reader.read_file()
+            return
         except _Stop:
             return
-        except InputError as exc:
-            put(_Failure(exc))
-            return
         except (av.FFmpegError, OSError) as exc:
-            put(_Failure(InputError(f"{source.label}: {_brief(exc, source.url)}")))
-            return
-        except BaseException as exc:  # noqa: BLE001 - our bug: hand it to the consumer unchanged
-            put(_Failure(exc))
-            return
-        put(_END)
+            failure = InputError(f"{source.label}: {_brief(exc, source.url)}")
+        raise failure  # outside the except clause: no chained exception carries the stream's URL
 
-    thread = threading.Thread(target=produce, name=f"cctvsr-decode:{source.label}", daemon=True)
-    thread.start()
-    try:
-        while True:
-            if stop is not None and stop.is_set():
-                return
-            try:
-                item = items.get(timeout=0.05)
-            except queue.Empty:
-                if not thread.is_alive() and items.empty():
-                    return  # the producer ended without a word (it always says _END): be safe
-                continue
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            assert isinstance(item, Frame)
+    name = f"cctvsr-decode:{source.label}"
+    with Prefetch(produce, size=queue_size, name=name, stop=stop, join_timeout=JOIN_TIMEOUT_S) as frames:
+        for frame in frames:
             stats.frames_yielded += 1
-            yield item
-    finally:
-        halt.set()
-        while True:  # unblock a producer waiting to put
-            try:
-                items.get_nowait()
-            except queue.Empty:
-                break
-        thread.join(JOIN_TIMEOUT_S)
+            yield frame

@@ -26,7 +26,7 @@ from cctvsr.degrade.kernels import (
     long_axis_angle,
     x4_kernel,
 )
-from cctvsr.errors import InputError
+from cctvsr.errors import DeviceError, InputError
 
 TRUE_SIGMAS = (5.0, 2.0)  # HR pixels; against bicubic this is 0.150, the reference distance
 
@@ -213,7 +213,7 @@ def test_unusable_images_are_refused_with_one_line(image: np.ndarray, message: s
 
 def test_unknown_precision_and_zero_iterations_are_refused() -> None:
     image = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(InputError, match="precision"):
+    with pytest.raises(DeviceError, match=r"unknown precision 'fp16' \(choose from auto, fp32, bf16\)"):
         estimate_kernel(image, iters=1, precision="fp16")
     with pytest.raises(InputError, match="at least 1"):
         estimate_kernel(image, iters=0)

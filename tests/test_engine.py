@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from cctvsr import device as device_module
 from cctvsr import metrics
 from cctvsr.errors import DeviceError, InputError
-from cctvsr.sr import engine
-from cctvsr.sr.engine import SuperResolver, cpu_has_native_bf16, resolve_plan
+from cctvsr.sr.engine import SuperResolver, resolve_plan
 from cctvsr.sr.weights import GeneratorWeights
 from tests.conftest import tiny_weights
 
@@ -200,16 +200,11 @@ def test_unknown_device_or_precision_is_refused_with_a_device_error(device: str,
         resolve_plan(device=device, precision=precision)
 
 
-def test_auto_precision_on_this_cpu_is_bf16_only_with_native_bf16() -> None:
-    plan = resolve_plan(device="cpu")
-    assert (plan.device.type, plan.precision) == ("cpu", "bf16" if cpu_has_native_bf16() else "fp32")
-
-
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_on_cpu_follows_native_bf16_support(
     monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
     assert resolve_plan(device="cpu", precision="auto").precision == expected
 
 

@@ -14,10 +14,14 @@ from typer.testing import CliRunner
 
 from cctvsr.cli import app
 from cctvsr.degrade.pool import DegradationPool
-from cctvsr.evaluate.protocols import load_pairs, make_pairs, make_protocol, save_pairs
+from cctvsr.evaluate.protocols import EvalPair, load_pairs, make_pairs, make_protocol, save_pairs
+from cctvsr.evaluate.report import label_lines, sheet
+from cctvsr.evaluate.scoring import Evaluation, Method, MethodResult
 from cctvsr.images import read_image
 from cctvsr.sr.rrdb import RRDBConfig
+from cctvsr.sr.weights import save_model_dir
 from cctvsr.train.finetune import FinetuneRequest, finetune
+from tests.conftest import tiny_weights
 from tests.test_degrade_pool import gaussian_kernels, gaussian_noise
 
 torch.set_num_threads(2)
@@ -112,6 +116,49 @@ def test_pool_protocol_is_the_pools_own_degradation(astronaut: np.ndarray, tmp_p
     loaded, described = load_pairs(tmp_path / "set")
     assert [p.name for p in loaded] == ["x-1", "y-1"] and "pool" in described
     assert all(np.array_equal(a.lr, b.lr) and np.array_equal(a.hr, b.hr) for a, b in zip(pairs, loaded))
+
+
+def test_sheet_label_shows_the_whole_model_name_on_a_128_px_face(astronaut: np.ndarray) -> None:
+    """Names differing only in their last letter make different sheets: a label cut at 16
+    characters drew realesrgan-x4plus as realesrgan-x4plu."""
+    import cv2
+
+    hr = np.ascontiguousarray(astronaut[:128, 128:256])
+    lr = cv2.resize(hr, (32, 32), interpolation=cv2.INTER_AREA)
+
+    def drawn(name: str) -> np.ndarray:
+        result = MethodResult(Method(name, lambda faces: faces), [hr], 0.0)
+        return sheet(Evaluation([EvalPair("face", hr, lr)], [], [result], "test"), 1)
+
+    assert not np.array_equal(drawn("realesrgan-x4plus"), drawn("realesrgan-x4plu"))
+
+
+@pytest.mark.parametrize("width", [64, 128, 256])
+def test_label_lines_keep_every_character_and_each_line_inks_inside_the_tile(width: int) -> None:
+    import cv2
+
+    name = "realesrgan-x4plus@fidelity=0.25"
+    lines = label_lines(name, width)
+    assert "".join(lines) == name
+    for line in lines:
+        bar = np.zeros((22, width + 200, 3), np.uint8)  # room to spill over, so that a spill shows
+        cv2.putText(bar, line, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        assert np.flatnonzero(bar.any(axis=(0, 2))).max() < width, (line, width)
+    assert label_lines("realesrgan-x4plus", 256) == ["realesrgan-x4plus"]
+
+
+def test_evaluate_without_model_says_only_bicubic_is_measured_and_how_to_add_one(astronaut: np.ndarray, tmp_path: Path) -> None:
+    pairs = make_pairs([astronaut[:256, 128:384]], ["face.png"], make_protocol("paper", None, seed=0), hr_size=64)
+    save_pairs(tmp_path / "set", pairs, make_protocol("paper", None, seed=0), 64)
+    args = ["evaluate", "--lr-dir", str(tmp_path / "set"), "--no-identity", "--sheet-faces", "0"]
+    alone = runner.invoke(app, [*args, "--out", str(tmp_path / "alone")])
+    assert alone.exit_code == 0, alone.output
+    assert "only bicubic is measured" in alone.stderr and "--model realesrgan-x4plus" in alone.stderr
+    weights = tiny_weights()
+    tiny = save_model_dir(tmp_path / "tiny", weights.config, weights.state_dict)
+    with_model = runner.invoke(app, [*args, "--out", str(tmp_path / "with"), "--model", str(tiny)])
+    assert with_model.exit_code == 0, with_model.output
+    assert "only bicubic" not in with_model.stderr
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from cctvsr.cli import app
 from cctvsr.errors import ExportError, WeightsError
 from cctvsr.sr import export
 from cctvsr.sr.engine import TorchRunner, resolve_plan
-from cctvsr.sr.export import FP16_UNCHECKED, OnnxModel, cached_export, export_onnx, output_difference, read_onnx_model
+from cctvsr.sr import onnx_runtime
+from cctvsr.sr.export import (
+    EXPORT_STEPS, FP16_UNCHECKED, OnnxModel, cached_export, export_onnx, output_difference, read_onnx_model,
+)
 from cctvsr.sr.onnx_runtime import CPU_EP, CUDA_EP, OnnxRuntimeRunner, usable_providers
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights, save_model_dir, tensors_sha256
 from tests.conftest import tiny_weights
@@ -91,6 +94,7 @@ def test_export_records_model_scale_weights_sha_fidelity_version_and_parity(tmp_
     assert (meta["cctvsr_model"], meta["cctvsr_scale"], meta["cctvsr_fidelity"]) == ("pair@fidelity=0.25", "4", "0.25")
     assert meta["cctvsr_version"] and meta["cctvsr_parity_checked"] == "true" and meta["cctvsr_precision"] == "fp32"
     assert "max abs diff" in result.stdout and "photo" in result.stdout
+    assert "exported" in result.stderr and f"{EXPORT_STEPS}/{EXPORT_STEPS}" in result.stderr  # the progress bar, finished
 
 
 def test_export_whose_graph_misses_parity_fails_and_leaves_nothing_at_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,14 +108,37 @@ def test_export_whose_graph_misses_parity_fails_and_leaves_nothing_at_out(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(CUDA_EP in usable_providers(), reason="with CUDA the fp16 parity is really checked")
-def test_fp16_export_without_cuda_warns_and_records_parity_unchecked(tmp_path: Path) -> None:
+def test_fp16_export_where_no_cuda_provider_runs_warns_and_records_parity_unchecked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime's CPU provider cannot run an fp16 graph: the export says so. Runs everywhere,
+    a CUDA machine included, by hiding its CUDA provider."""
+    monkeypatch.setattr(onnx_runtime, "usable_providers", lambda: (CPU_EP,))
     warnings: list[str] = []
     graph = export_onnx(_tiny(), tmp_path / "tiny16.onnx", fp16=True, warn=warnings.append)
     assert warnings == [FP16_UNCHECKED]
     assert graph.precision == "fp16" and graph.metadata["cctvsr_parity_checked"] == "false"
     model = onnx.load(str(graph.path), load_external_data=False)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+@pytest.mark.skipif(CUDA_EP not in usable_providers(), reason="needs ONNX Runtime's CUDA provider (a GPU)")
+def test_fp16_export_on_cuda_is_checked_against_pytorch_fp32_at_40_db(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    graph = export_onnx(_tiny(), tmp_path / "tiny16.onnx", fp16=True, warn=warnings.append)
+    parity = graph.parity
+    assert warnings == [] and graph.metadata["cctvsr_parity_checked"] == "true"
+    assert parity["provider"] == CUDA_EP and parity["min_psnr_db"] >= 40.0 and len(parity["cases"]) == 4
+
+
+def test_export_reports_each_step_as_it_starts(tmp_path: Path) -> None:
+    """What `export-onnx` shows while the real model takes over a minute: tracing, each of the
+    four parity inputs (three random shapes and a photo), then the metadata."""
+    steps: list[str] = []
+    export_onnx(_tiny(), tmp_path / "tiny.onnx", on_step=steps.append)
+    assert len(steps) == EXPORT_STEPS == 6
+    assert steps[0] == "tracing the generator to ONNX" and steps[-1] == "writing metadata"
+    assert all(step.startswith("checking against PyTorch: ") for step in steps[1:5]) and "photo" in steps[4]
 
 
 def test_cached_export_is_made_once_then_reused_and_remade_when_damaged(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,9 +30,14 @@ def test_default_config_has_the_16_697_987_parameters_of_realesrgan_x4plus() -> 
     assert sum(p.numel() for p in model.parameters()) == 16_697_987
 
 
-def test_default_config_has_23_blocks_of_64_features_growing_by_32() -> None:
-    config = RRDBNet().config
-    assert (config.num_block, config.num_feat, config.num_grow_ch, config.scale) == (23, 64, 32, 4)
+def test_default_network_is_built_of_23_blocks_of_64_features_growing_by_32() -> None:
+    """The layers as built, not the config's fields: a config the constructor ignored would pass those."""
+    model = RRDBNet()
+    first_dense = model.body[0].rdb1
+    assert len(model.body) == 23
+    assert (model.conv_first.out_channels, first_dense.conv1.out_channels, first_dense.conv5.in_channels) == (64, 32, 64 + 4 * 32)
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 3, 5, 7)).shape[-2:] == (20, 28)
 
 
 def test_scale_other_than_four_is_refused() -> None:

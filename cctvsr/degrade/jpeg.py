@@ -309,15 +309,24 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an (H, W) or (H, W, 3) frame, got shape {frame.shape}")
 
 
+def block_steps(luma: np.ndarray, block: int = BLOCK, phase: int = BLOCK - 1) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute steps between neighbouring pixels of `luma` (H, W), along rows then down columns:
+    those across the edges of a `block`-pixel grid, and those inside its blocks. Step k lies between
+    pixels k and k + 1; it crosses an edge where k % block == phase (block − 1: the codec's grid,
+    with blocks starting at the top-left pixel)."""
+    dx, dy = np.abs(np.diff(luma, axis=1)), np.abs(np.diff(luma, axis=0))
+    on_x = np.arange(dx.shape[1]) % block == phase
+    on_y = np.arange(dy.shape[0]) % block == phase
+    across = np.concatenate([dx[:, on_x].ravel(), dy[on_y].ravel()])
+    inside = np.concatenate([dx[:, ~on_x].ravel(), dy[~on_y].ravel()])
+    return across, inside
+
+
 def _edge_sums(grey: np.ndarray) -> np.ndarray:
-    """[boundary sum, boundary count, inner sum, inner count] of absolute neighbour differences,
-    with block boundaries between pixels 8k−1 and 8k (the grid at phase 0)."""
-    values = grey.astype(np.float32)
-    sums = np.zeros(4)
-    for diffs in (np.abs(np.diff(values, axis=1)), np.abs(np.diff(values, axis=0)).T):
-        at_boundary = np.arange(diffs.shape[1]) % BLOCK == BLOCK - 1
-        sums += [diffs[:, at_boundary].sum(), diffs[:, at_boundary].size, diffs[:, ~at_boundary].sum(), diffs[:, ~at_boundary].size]
-    return sums
+    """[boundary sum, boundary count, inner sum, inner count] of `block_steps` on the codec's grid:
+    sums, so that frames can be pooled (exact: the steps of uint8 grey are integers)."""
+    across, inside = block_steps(grey.astype(np.float64))
+    return np.array([across.sum(), across.size, inside.sum(), inside.size], np.float64)
 
 
 def _ratio(sums: np.ndarray) -> float:
@@ -342,11 +351,18 @@ def blockiness(grey: np.ndarray) -> float:
     return _ratio(_edge_sums(_aligned(_grey(grey))))
 
 
-def _jpeg_roundtrip(grey: np.ndarray, quality: int) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode with OpenCV's libjpeg (colour with 4:2:0 chroma, like most cameras):
+    uint8 RGB (H, W, 3) or grey (H, W) in, the same kind out."""
+    colour = image.ndim == 3
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if colour else image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
-        raise RuntimeError("OpenCV could not encode a JPEG")
-    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        raise RuntimeError("OpenCV failed to JPEG-encode an image")
+    if not colour:
+        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _crossing(qualities: np.ndarray, ratios: np.ndarray, target: float) -> float:
@@ -373,7 +389,7 @@ def _reencoded_sums(references: list[np.ndarray], qualities: Sequence[int], cach
     """(frames, len(qualities), 4) edge sums of each reference's JPEG round trip, cached by quality."""
     for quality in qualities:
         if quality not in cache:
-            cache[quality] = np.stack([_edge_sums(_jpeg_roundtrip(r, quality)) for r in references])
+            cache[quality] = np.stack([_edge_sums(jpeg_roundtrip(r, quality)) for r in references])
     return np.stack([cache[q] for q in qualities], axis=1)
 
 

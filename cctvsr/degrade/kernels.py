@@ -66,7 +66,8 @@ from scipy import ndimage
 from torch import nn
 from torch.nn.utils import parametrize
 
-from cctvsr.errors import DeviceError, InputError
+from cctvsr.device import resolve_device, resolve_precision
+from cctvsr.errors import InputError
 
 # The paper's architecture and optimisation.
 G_LAYERS = (7, 5, 3, 1, 1, 1)
@@ -457,28 +458,6 @@ class _CropSampler:
 # ---------------------------------------------------------------------------------- estimation
 
 
-def _resolve_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} was asked for but CUDA is not available here")
-    return dev
-
-
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cpu":
-        from cctvsr.sr.engine import cpu_has_native_bf16
-
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
 def _check_image(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         shape = getattr(image, "shape", None)
@@ -601,8 +580,8 @@ def estimate_kernel(
     image = _check_image(image)
     if iters < 1:
         raise InputError(f"kernel iterations must be at least 1, got {iters}")
-    dev = _resolve_device(device)
-    prec = _resolve_precision(precision, dev)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev, PRECISIONS)
     start = time.perf_counter()
     stopper = _EarlyStop() if early_stop else None
     done = 0

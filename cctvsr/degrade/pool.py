@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cctvsr.degrade.jpeg import jpeg_roundtrip
 from cctvsr.errors import InputError
 from cctvsr.fsutil import atomic_path
 from cctvsr.images import write_png
@@ -67,16 +68,6 @@ def blur_downsample(hr: np.ndarray, kernel: np.ndarray, scale: int) -> np.ndarra
     phase = sample_phase(scale)
     rows, cols = h // scale, w // scale
     return blurred[phase : phase + scale * rows : scale, phase : phase + scale * cols : scale]
-
-
-def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """Encode and decode with OpenCV's libjpeg (4:2:0 chroma, like most cameras), RGB uint8."""
-    ok, encoded = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    if not ok:
-        raise RuntimeError("OpenCV failed to JPEG-encode an image")
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _is_number(value: Any) -> bool:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
-from cctvsr.degrade.pool import DegradationPool, blur_downsample, jpeg_roundtrip
+from cctvsr.degrade.jpeg import jpeg_roundtrip
+from cctvsr.degrade.pool import DegradationPool, blur_downsample
 from cctvsr.errors import InputError
 from cctvsr.fsutil import atomic_path
 from cctvsr.images import read_image, write_png

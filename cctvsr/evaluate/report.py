@@ -97,12 +97,27 @@ def write_csv(path: Path, evaluation: Evaluation) -> None:
         tmp.write_text(buffer.getvalue())
 
 
-_LABEL_H = 22
+_LABEL_H = 22  # the bar of a one-line label; each further line adds _LINE_H
+_LINE_H = 16
+_FONT, _FONT_SCALE, _PAD = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 4
 
 
-def _labelled(image: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((_LABEL_H, image.shape[1], 3), 24, np.uint8)
-    cv2.putText(bar, text[: max(4, image.shape[1] // 8)], (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+def label_lines(text: str, width: int) -> list[str]:
+    """`text` broken into lines that each fit a tile `width` px wide: a model name must read whole
+    (cutting it at a character count turned realesrgan-x4plus into realesrgan-x4plu)."""
+    lines = [""]
+    for char in text:
+        if lines[-1] and cv2.getTextSize(lines[-1] + char, _FONT, _FONT_SCALE, 1)[0][0] > width - 2 * _PAD:
+            lines.append("")
+        lines[-1] += char
+    return lines
+
+
+def _labelled(image: np.ndarray, lines: list[str], rows: int) -> np.ndarray:
+    """The image under a bar of `rows` text lines (the most any tile of its sheet row needs)."""
+    bar = np.full((_LABEL_H + _LINE_H * (rows - 1), image.shape[1], 3), 24, np.uint8)
+    for index, line in enumerate(lines):
+        cv2.putText(bar, line, (_PAD, 15 + _LINE_H * index), _FONT, _FONT_SCALE, (235, 235, 235), 1, cv2.LINE_AA)
     return np.vstack([bar, image])
 
 
@@ -111,9 +126,10 @@ def sheet(evaluation: Evaluation, faces: int) -> np.ndarray:
     rows = []
     for index, pair in enumerate(evaluation.pairs[:faces]):
         h, w = pair.hr.shape[:2]
-        tiles = [_labelled(cv2.resize(pair.lr, (w, h), interpolation=cv2.INTER_NEAREST), "LR")]
-        tiles += [_labelled(r.outputs[index], r.method.name) for r in evaluation.results]
-        tiles.append(_labelled(pair.hr, "HR"))
+        images = [cv2.resize(pair.lr, (w, h), interpolation=cv2.INTER_NEAREST), *(r.outputs[index] for r in evaluation.results), pair.hr]
+        labels = [label_lines(text, w) for text in ("LR", *(r.method.name for r in evaluation.results), "HR")]
+        most = max(len(lines) for lines in labels)
+        tiles = [_labelled(image, lines, most) for image, lines in zip(images, labels, strict=True)]
         rows.append(np.hstack([np.pad(t, ((0, 0), (0, 4), (0, 0))) for t in tiles]))
     width = max(r.shape[1] for r in rows)
     return np.vstack([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows])

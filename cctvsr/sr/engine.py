@@ -19,32 +19,18 @@ import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from cctvsr.errors import DeviceError, InputError
+from cctvsr.device import resolve_device, resolve_precision
+from cctvsr.errors import InputError
 from cctvsr.sr.weights import GeneratorWeights, ModelIdentity
 
 SCALE = 4
 PAD_MULTIPLE = 8  # on CUDA; 1 on CPU
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNBOUNDED_BATCH = 1 << 30  # a runner with no limit of its own on the batch
-DEVICES = ("auto", "cpu", "cuda")
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: where bf16 autocast is several times faster than fp32 (without them it
-    is emulated and several times slower)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 @dataclass(frozen=True)
@@ -121,23 +107,10 @@ class TorchRunner:
 
 def resolve_plan(device: str = "auto", precision: str = "auto", channels_last: bool | None = None) -> ExecutionPlan:
     """The fastest plan the hardware supports for `auto`; a one-line error for an impossible one."""
-    if device not in DEVICES:
-        raise DeviceError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
-    if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda: no CUDA device is usable by this PyTorch build")
-    if precision == "auto":
-        if device == "cuda":
-            precision = "fp16"
-        else:
-            precision = "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and device == "cpu":
-        raise DeviceError("fp16 needs CUDA; on CPU use --precision bf16 or fp32")
+    resolved = resolve_device(device)
     # channels_last measured faster on CPU (oneDNN) in fp32 and bf16, and with fp16 tensor cores.
-    return ExecutionPlan(torch.device(device), precision, True if channels_last is None else channels_last)
+    layout = True if channels_last is None else channels_last
+    return ExecutionPlan(resolved, resolve_precision(precision, resolved), layout)
 
 
 def check_batching(batch_size: int, tile: int, tile_overlap: int) -> None:

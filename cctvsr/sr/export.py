@@ -44,6 +44,8 @@ FP16_MIN_PSNR_DB = 40.0
 PARITY_SHAPES = ((1, 17, 23), (3, 24, 31), (2, 33, 28))
 PARITY_PHOTO_SIDE = 32  # skimage's astronaut, her face shrunk to this many px
 FP16_UNCHECKED = "fp16 parity unchecked (no CUDA)"
+# Steps export_onnx reports to on_step: tracing, each parity input (the shapes and the photo), metadata.
+EXPORT_STEPS = 1 + len(PARITY_SHAPES) + 1 + 1
 PSNR_CAP_DB = 999.0  # identical outputs: a finite number that JSON can hold
 META = "cctvsr_"  # prefix of every metadata key cctvsr writes
 
@@ -159,8 +161,11 @@ def output_difference(reference: np.ndarray, candidate: np.ndarray) -> tuple[flo
     return float(np.abs(diff).max()), round(min(psnr, PSNR_CAP_DB), 2)
 
 
-def check_parity(weights: GeneratorWeights, path: Path, fp16: bool, warn: Callable[[str], None]) -> Parity:
-    """Compare the graph at `path` with PyTorch fp32; an ExportError when it misses the limits."""
+def check_parity(
+    weights: GeneratorWeights, path: Path, fp16: bool, warn: Callable[[str], None], on_step: Callable[[str], None] = lambda _: None
+) -> Parity:
+    """Compare the graph at `path` with PyTorch fp32; an ExportError when it misses the limits.
+    `on_step` hears of each input as it starts: the real model takes tens of seconds per input on a CPU."""
     from cctvsr.sr.onnx_runtime import CPU_EP, CUDA_EP, OnnxRuntimeRunner, usable_providers
 
     if fp16 and CUDA_EP not in usable_providers():
@@ -169,10 +174,10 @@ def check_parity(weights: GeneratorWeights, path: Path, fp16: bool, warn: Callab
     provider = CUDA_EP if fp16 else CPU_EP
     reference = TorchRunner(weights, resolve_plan("cpu", "fp32", channels_last=False))
     candidate = OnnxRuntimeRunner(path, [provider], fp16=fp16)
-    cases = [
-        ParityCase(label, tuple(batch.shape[:3]), *output_difference(reference(batch), candidate(batch)))
-        for label, batch in parity_inputs()
-    ]
+    cases = []
+    for label, batch in parity_inputs():
+        on_step(f"checking against PyTorch: {label}")
+        cases.append(ParityCase(label, tuple(batch.shape[:3]), *output_difference(reference(batch), candidate(batch))))
     worst_psnr = min(case.psnr_db for case in cases)
     worst_diff = max(case.max_abs_diff for case in cases)
     if fp16:
@@ -214,17 +219,21 @@ def _write_metadata(path: Path, weights: GeneratorWeights, fp16: bool, opset: in
 
 
 def export_onnx(
-    weights: GeneratorWeights, out: Path, *, fp16: bool = False, opset: int = OPSET, warn: Callable[[str], None] = lambda _: None
+    weights: GeneratorWeights, out: Path, *, fp16: bool = False, opset: int = OPSET, warn: Callable[[str], None] = lambda _: None,
+    on_step: Callable[[str], None] = lambda _: None,
 ) -> OnnxModel:
-    """Export, check parity and record it, then move the file to `out` (nothing there on failure)."""
+    """Export, check parity and record it, then move the file to `out` (nothing there on failure).
+    `on_step` is told each of the EXPORT_STEPS as it starts (fewer when fp16 parity cannot be checked)."""
     if opset < OPSET:
         raise ExportError(f"--opset must be {OPSET} or newer, not {opset}")
     if out.is_dir():
         raise ExportError(f"{out}: is a folder; --out names the .onnx file to write")
     try:
         with atomic_path(out) as tmp:
+            on_step("tracing the generator to ONNX")
             _trace(weights, tmp, fp16, opset)
-            parity = check_parity(weights, tmp, fp16, warn)
+            parity = check_parity(weights, tmp, fp16, warn, on_step)
+            on_step("writing metadata")
             _write_metadata(tmp, weights, fp16, opset, parity)
     except OSError as exc:
         raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None

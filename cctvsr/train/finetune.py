@@ -21,6 +21,7 @@ from cctvsr import __version__
 from cctvsr.assets import sha256_file
 from cctvsr.run_folder import read_state, write_state
 from cctvsr.degrade.pool import DegradationPool
+from cctvsr.device import resolve_device, resolve_precision
 from cctvsr.errors import InputError
 from cctvsr.faces.detections import FaceDetector
 from cctvsr.fsutil import ensure_writable_folder
@@ -28,7 +29,7 @@ from cctvsr.sr.rrdb import RRDBConfig, RRDBNet
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights, save_model_dir, tensors_sha256
 from cctvsr.train.data import HrFaces, PairDataset, augment, load_hr_faces, split_faces, validation_pairs
 from cctvsr.train.losses import perceptual_network
-from cctvsr.train.trainer import StageHooks, autocast_dtype, StageRun, StageSettings, StageTrainer, ValidationResult, checkpoints, run_stage
+from cctvsr.train.trainer import StageHooks, StageRun, StageSettings, StageTrainer, ValidationResult, checkpoints, run_stage
 
 STAGE_PLANS = {"pixel": ("pixel",), "gan": ("gan",), "both": ("pixel", "gan")}
 TOML_KEYS = frozenset(
@@ -54,7 +55,7 @@ class FinetuneRequest:
     workers: int = 2
     resume: bool = False
     device: str = "auto"
-    precision: str = "auto"  # autocast of the training step; see trainer.autocast_dtype
+    precision: str = "auto"  # autocast of the training step; see device.resolve_precision
 
 
 @dataclass
@@ -89,16 +90,6 @@ def read_config(path: Path) -> dict[str, Any]:
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOML_KEYS))}")
     return document
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no usable CUDA device here")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"unknown --device {name!r}: auto, cpu or cuda")
-    return torch.device(name)
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -181,8 +172,8 @@ def prepare_finetune(request: FinetuneRequest, detector: FaceDetector | None, me
         if not 0.0 <= request.jpeg_prob <= 1.0:
             raise InputError(f"--jpeg-prob must be within [0, 1], got {request.jpeg_prob}")
         pool = replace(pool, jpeg_prob=request.jpeg_prob)
-    device = _device(request.device)
-    autocast_dtype(request.precision, device)
+    device = resolve_device(request.device)
+    resolve_precision(request.precision, device)  # refused here, before any training
     _check_out(request.out, request.resume)
     init = _initial_weights(request)
     plans = {stage: StageSettings(stage=stage, **request.settings) for stage in STAGE_PLANS[request.stage]}

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from cctvsr.device import reduced_dtype, resolve_precision
 from cctvsr.errors import InputError
 from cctvsr.fsutil import atomic_path
 from cctvsr.images import write_png
@@ -107,23 +108,6 @@ class StageHooks:
     saved: Callable[[int], None] = lambda step: None
 
 
-AMP_CHOICES = ("auto", "fp32", "bf16", "fp16")
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast type for the training step: "auto" is fp16 on CUDA (with loss scaling), bf16 on
-    a CPU with native bf16, and plain fp32 elsewhere (emulated bf16 is several times slower)."""
-    if amp not in AMP_CHOICES:
-        raise InputError(f"unknown precision {amp!r}: {', '.join(AMP_CHOICES)}")
-    if amp == "auto":
-        from cctvsr.sr.engine import cpu_has_native_bf16
-
-        amp = "fp16" if device.type == "cuda" else ("bf16" if cpu_has_native_bf16() else "fp32")
-    if amp == "fp16" and device.type != "cuda":
-        raise InputError("fp16 training needs CUDA")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
 class StageTrainer:
     """G (and for the GAN stage D) with their optimisers, schedules and G's moving average."""
 
@@ -136,7 +120,7 @@ class StageTrainer:
         amp: str = "fp32",
     ) -> None:
         self.settings, self.device = settings, device
-        self.amp_dtype = autocast_dtype(amp, device)
+        self.amp_dtype = reduced_dtype(resolve_precision(amp, device))  # fp16 with loss scaling
         self.g = generator.to(device).train().requires_grad_(True)
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False)
         self.perceptual = perceptual if settings.uses_perceptual else None

@@ -11,16 +11,30 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 from cctvsr.errors import CctvsrError, InputError
-from cctvsr.evidence import files_under, require_regular_file
-from cctvsr.images import IMAGE_SUFFIXES, DecodedImage, compose_output, read_image, write_png
+from cctvsr.evidence import files_under, keep_apart, require_regular_file
+from cctvsr.fsutil import ensure_writable_folder
+from cctvsr.jobs.options import REQUIRED, SrOptions, argument, option
 from cctvsr.report import sr_png_text
-from cctvsr.sr.engine import SuperResolver
+
+if TYPE_CHECKING:  # the CLI builds its flags from UpscaleOptions before parsing: no numpy/cv2 at import
+    from cctvsr.images import DecodedImage
+    from cctvsr.sr.engine import SuperResolver
 
 GROUP_PIXELS = 1 << 20  # LR pixels decoded ahead of the generator at most (plus one image)
 GROUP_FILES = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpscaleOptions:
+    inputs: Optional[list[Path]] = argument("Images and/or folders of images (searched recursively).")
+    out: Path = option(REQUIRED, "Folder for the ×4 PNGs (created; sub-folders mirror input folders).", "--out", "-o")
+    sr: SrOptions = SrOptions()
+    demo: bool = option(
+        False, "Add the embedded demo: a real photo (skimage astronaut) reduced to 128×128, restored ×4.", "--demo"
+    )
 
 
 @dataclass(frozen=True)
@@ -29,15 +43,30 @@ class UpscaleJob:
     destination: Path
 
 
+@dataclass(frozen=True)
+class DemoScore:
+    """How close the demo's restoration came to the original photo, beside bicubic's (lower is closer)."""
+
+    path: Path
+    st_lpips: float
+    bicubic_st_lpips: float
+
+
 @dataclass
 class UpscaleSummary:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lr_pixels: int = 0
     seconds: float = 0.0
+    planned: int = 0
+    model: str = ""  # name (sha256 prefix)
+    device: str = ""
+    demo: DemoScore | None = None
 
 
 def _images_under(folder: Path) -> list[Path]:
+    from cctvsr.images import IMAGE_SUFFIXES
+
     return [p for p in files_under(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
@@ -49,6 +78,8 @@ def plan_jobs(inputs: Sequence[Path], out_dir: Path) -> list[UpscaleJob]:
         if item.is_dir():
             found = _images_under(item)
             if not found:
+                from cctvsr.images import IMAGE_SUFFIXES
+
                 raise InputError(f"{item}: no images found ({', '.join(sorted(IMAGE_SUFFIXES))})")
             pairs += [(path, path.relative_to(item)) for path in found]
         else:
@@ -67,6 +98,8 @@ def plan_jobs(inputs: Sequence[Path], out_dir: Path) -> list[UpscaleJob]:
 
 
 def _groups(jobs: Sequence[UpscaleJob], summary: UpscaleSummary) -> Iterator[list[tuple[UpscaleJob, DecodedImage]]]:
+    from cctvsr.images import read_image
+
     group: list[tuple[UpscaleJob, DecodedImage]] = []
     pixels = 0
     for job in jobs:
@@ -90,6 +123,8 @@ def run_jobs(
     on_progress: Callable[[int], None] | None = None,
 ) -> UpscaleSummary:
     """Upscale every job; `on_progress(done)` with the number of files finished (written or failed)."""
+    from cctvsr.images import compose_output, write_png
+
     summary = UpscaleSummary()
     weights = resolver.weights
     label = sr_png_text(f"{weights.name} (sha256 {weights.sha256[:12]})")
@@ -110,3 +145,48 @@ def run_jobs(
         on_progress(len(summary.written) + len(summary.failed))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def run(
+    options: UpscaleOptions,
+    *,
+    warn: Callable[[str], None] | None = None,
+    on_start: Callable[[str, int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> UpscaleSummary:
+    """The `upscale` command: plan every output, load the model, upscale; `on_start(what runs, files)`
+    once the model is loaded."""
+    from cctvsr import demo as demo_input
+
+    sources = list(options.inputs or [])
+    if not sources and not options.demo:
+        raise InputError("give at least one image or folder (or --demo)")
+    keep_apart([("--out", options.out)], sources)
+    ensure_writable_folder(options.out)
+    if options.demo:
+        sources.append(demo_input.write_demo_input(options.out / "demo-input"))
+    jobs = plan_jobs(sources, options.out)
+    resolver = options.sr.resolver(warn)
+    weights = resolver.weights
+    if on_start:
+        on_start(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}", len(jobs))
+    summary = run_jobs(jobs, resolver, on_progress)
+    summary.planned = len(jobs)
+    summary.model = f"{weights.name} (sha256 {weights.sha256[:12]})"
+    summary.device = resolver.plan.describe()
+    if options.demo and jobs[-1].destination in summary.written:
+        summary.demo = _demo_score(jobs[-1])
+    return summary
+
+
+def _demo_score(job: UpscaleJob) -> DemoScore:
+    import cv2
+
+    from cctvsr import demo as demo_input
+    from cctvsr.images import read_image
+    from cctvsr.metrics import st_lpips
+
+    truth = demo_input.demo_ground_truth()
+    restored = read_image(job.destination).rgb
+    bicubic = cv2.resize(read_image(job.source).rgb, truth.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+    return DemoScore(job.destination, st_lpips(restored, truth), st_lpips(bicubic, truth))

@@ -1,0 +1,132 @@
+"""Every command's options as a dataclass: one default and one help text per field, written once.
+
+The CLI's flags are generated from these fields (`cli_parameters`), so a default or a help text
+cannot drift between the command line, the README and code that runs a job directly. Options
+shared by several commands (the super-resolution ones) are a dataclass of their own, nested in
+each command's options and flattened into flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+def option(default: Any, help: str, *flags: str, **limits: Any) -> Any:
+    """A field that is a `--flag`: `flags` name it where the field's name is not enough (`"--out", "-o"`),
+    `limits` are Typer's (`min=1`). Pass REQUIRED as the default for an option without one."""
+    metadata = {"help": help, "flags": flags, "limits": limits, "kind": "option"}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=metadata)
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def argument(help: str, default: Any = None) -> Any:
+    """A positional field (what the command works on)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flags": (), "limits": {}, "kind": "argument"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SrOptions:
+    """How crops are super-resolved: the flags every command that runs the generator shares."""
+
+    model: str = option(
+        "realesrgan-x4plus",
+        "Registry name (see `cctvsr models`), model directory, ESRGAN/Real-ESRGAN .pth/.safetensors file, "
+        "or a .onnx written by `cctvsr export-onnx` (--backend onnx/tensorrt).",
+    )
+    device: str = option("auto", "auto (CUDA when usable, else CPU), cpu, cuda or cuda:N.")
+    precision: str = option(
+        "auto",
+        "auto = fp16 + channels_last on CUDA, bf16 autocast on CPUs with AMX/AVX512-BF16, fp32 elsewhere; "
+        "or fp32, bf16, fp16 (CUDA only).",
+    )
+    batch_size: int = option(8, "Most same-size crops run through the generator at once.", min=1)
+    tile: int = option(256, "Crops larger than tile + 2×overlap px are processed in tiles of this size (0 = never tile).", min=0)
+    tile_overlap: int = option(16, "Context px each tile borrows from its neighbours, blended away.", min=1)
+    fidelity: float | None = option(
+        None,
+        "For a model directory holding a pixel/GAN pair (`finetune --stage both`): 1 = the faithful pixel model, "
+        "0 = the GAN model, in between their interpolation. Default: the GAN model.",
+    )
+    backend: str | None = option(
+        None,
+        "torch; onnx (ONNX Runtime on the best provider that works here: a .onnx --model as it is, otherwise the "
+        "weights exported once into the user cache); or tensorrt (a native engine built once and cached). "
+        "Default: torch, or onnx for a .onnx --model.",
+    )
+
+    def resolver(self, warn: Callable[[str], None] | None = None):  # -> SuperResolver (torch is imported late)
+        from cctvsr.sr.backends import create_resolver
+
+        return create_resolver(
+            self.model, backend=self.backend, device=self.device, precision=self.precision, batch_size=self.batch_size,
+            tile=self.tile, tile_overlap=self.tile_overlap, fidelity=self.fidelity, warn=warn,
+        )
+
+
+def _leaves(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """(flag-parameter name, field, type) of every option, nested options dataclasses flattened."""
+    hints = typing.get_type_hints(cls)
+    leaves = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            leaves += _leaves(kind, prefix)
+        else:
+            leaves.append((prefix + f.name, f, kind))
+    return leaves
+
+
+def cli_parameters(cls: type) -> list[inspect.Parameter]:
+    """Typer parameters (`Annotated[type, typer.Option(...)]`) for every field of `cls`, in order."""
+    import typer
+
+    parameters = []
+    for name, f, kind in _leaves(cls):
+        meta = f.metadata
+        if meta.get("kind") == "argument":
+            info = typer.Argument(help=meta["help"])
+        else:
+            info = typer.Option(*meta["flags"], help=meta["help"], **meta["limits"])
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = inspect.Parameter.empty
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, info]))
+    return parameters
+
+
+def build(cls: type, values: dict[str, Any]) -> Any:
+    """An options instance from flat flag values (nested options dataclasses filled from theirs)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        kwargs[f.name] = build(kind, values) if dataclasses.is_dataclass(kind) else values[f.name]
+    return cls(**kwargs)
+
+
+def command_from(cls: type) -> Callable[[Callable[[Any], None]], Callable[..., None]]:
+    """Decorator: `def upscale(options: UpscaleOptions)` becomes a Typer command whose flags are the
+    fields of `cls`; its docstring stays the command's help."""
+
+    def wrap(body: Callable[[Any], None]) -> Callable[..., None]:
+        def command(**values: Any) -> None:
+            body(build(cls, values))
+
+        command.__name__, command.__doc__ = body.__name__, body.__doc__
+        command.__signature__ = inspect.Signature(cli_parameters(cls))  # type: ignore[attr-defined]
+        return command
+
+    return wrap
