@@ -46,7 +46,7 @@ from cctvsr.faces.centerface import CenterFaceDetector  # noqa: E402
 from cctvsr.faces.detect import DEFAULT_MIN_FACE, MtcnnDetector, create_detector  # noqa: E402
 from cctvsr.faces.detections import FaceDetections  # noqa: E402
 from cctvsr.faces.track import FaceTracker  # noqa: E402
-from cctvsr.pipeline import EnhanceOptions  # noqa: E402
+from cctvsr.jobs.options import FaceOptions  # noqa: E402
 from cctvsr.video import DecodeStats, list_sources, read_frames  # noqa: E402
 
 VIDEO = REPO.parent / "shared" / "data" / "video"
@@ -179,7 +179,7 @@ def false_tracks(detector, path: Path, limit: int | None) -> tuple[int, int, int
     """Frames read, detections, tracks kept (as `enhance` keeps them) and their best score."""
     (source,) = list_sources(str(path))
     stats = DecodeStats()
-    min_track_len = EnhanceOptions().min_track_len
+    min_track_len = FaceOptions().min_track_len
     tracker = None
     detections = 0
     best: dict[int, float] = {}
@@ -263,7 +263,7 @@ def main() -> int:
     checks = [(f"recall {lo}–{hi} px ≥ {bar:.2f}", tally.recall((lo, hi)) >= bar) for (lo, hi), bar in BARS.items()]
     checks += [("false detections ≤ 0.25 / frame", tally.false / tally.frames <= 0.25), ("no false track", kept == 0),
                ("time per 1080p frame ≤ MTCNN's", default_ms <= mtcnn_ms),
-               (f"≥ 150 truth faces in every bin", all(tally.total.get(span, 0) >= 150 for span in BINS))]
+               ("≥ 150 truth faces in every bin", all(tally.total.get(span, 0) >= 150 for span in BINS))]
     print("\nthe default against the bar: " + "; ".join(f"{what}: {'yes' if ok else 'NO'}" for what, ok in checks))
     return 0
 

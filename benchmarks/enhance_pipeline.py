@@ -46,11 +46,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `samples` is a folder of the repository, not of the installed package
     sys.path.insert(0, str(REPO))
 
-from cctvsr.enhance import library_versions  # noqa: E402
 from cctvsr.faces.detect import create_detector  # noqa: E402
 from cctvsr.faces.track import FaceTracker  # noqa: E402
-from cctvsr.manifest import ManifestWriter  # noqa: E402
-from cctvsr.pipeline import QUEUE_UNITS, EnhanceOptions, EnhanceResult, FaceWriter, processed_rate, run_enhance  # noqa: E402
+from cctvsr.jobs.enhance import library_versions, provenance  # noqa: E402
+from cctvsr.jobs.options import FaceOptions  # noqa: E402
+from cctvsr.output.manifest import ManifestWriter  # noqa: E402
+from cctvsr.output.records import MANIFEST_FILE, FaceRecord  # noqa: E402
+from cctvsr.output.writer import FaceWriter  # noqa: E402
+from cctvsr.pipeline import QUEUE_UNITS, EnhanceResult, PipelineOptions, processed_rate, run_enhance  # noqa: E402
 from cctvsr.sr.engine import SuperResolver  # noqa: E402
 from cctvsr.sr.rrdb import RRDBConfig, RRDBNet  # noqa: E402
 from cctvsr.sr.weights import DEFAULT_MODEL, GeneratorWeights, load_generator_weights, save_model_dir  # noqa: E402
@@ -228,7 +231,7 @@ def measure_detect_track(clip: Path, repeats: int) -> DetectTrackFigures:
                 if frame is None:
                     break
                 if tracker is None:  # as the pipeline does: at the first frame, at the rate the reader found
-                    tracker = FaceTracker(processed_rate(stats.fps, FrameSampling()), min_track_len=EnhanceOptions().min_track_len)
+                    tracker = FaceTracker(processed_rate(stats.fps, FrameSampling()), min_track_len=FaceOptions().min_track_len)
                 detections = detector.detect(frame.image)
                 t2 = time.perf_counter()
                 tracker.update(detections)
@@ -267,14 +270,45 @@ class SrFigures:
     end: float
     wall: float
     result: EnhanceResult
+    sr_span: float  # first crop handed to the generator → last face written
+    records: list[FaceRecord]
     torch_threads: int
     torch_interop_threads: int
     ort_threads: int
     groups: list[ThreadGroup] = field(default_factory=list)
 
     @property
+    def sr_busy(self) -> float:
+        """The SR worker's time upscaling and writing."""
+        return self.result.times.sr + self.result.times.write
+
+    @property
     def busy_share(self) -> float:
-        return self.result.sr_busy / self.result.sr_span if self.result.sr_span else float("nan")
+        return self.sr_busy / self.sr_span if self.sr_span else float("nan")
+
+
+class _SpanClock:
+    """Wraps the resolver and the sink to time the SR worker's span: first upscale → last write."""
+
+    def __init__(self, resolver: SuperResolver, sink: FaceWriter) -> None:
+        self.resolver, self.sink = resolver, sink
+        self.first: float | None = None
+        self.last: float | None = None
+        self.records: list[FaceRecord] = []
+
+    def upscale(self, crops):  # the resolver's, timed
+        self.first = self.first or time.perf_counter()
+        return self.resolver.upscale(crops)
+
+    def write(self, face, sr):  # the sink's, timed
+        record = self.sink.write(face, sr)
+        self.last = time.perf_counter()
+        self.records.append(record)
+        return record
+
+    @property
+    def span(self) -> float:
+        return self.last - self.first if self.first is not None and self.last is not None else 0.0
 
 
 def group_threads(
@@ -309,9 +343,9 @@ def group_threads(
 
 def measure_sr_busy(clip: Path, weights: GeneratorWeights, end: float | None, folder: Path) -> SrFigures:
     """run_enhance with --all-frames, the given generator and SuperResolver's defaults, wired as
-    the CLI wires it (the detector, a FaceTracker factory, FaceWriter + ManifestWriter)."""
+    the job wires it (the detector, the default tracker, FaceWriter + ManifestWriter)."""
     source = single_source(clip)
-    options = EnhanceOptions(all_frames=True, sampling=FrameSampling(end=end))
+    options = PipelineOptions(all_frames=True, min_track_len=FaceOptions().min_track_len, sampling=FrameSampling(end=end))
     base = task_ids()
     detector, _ = create_detector(DETECTOR)
     ort = task_ids() - base
@@ -319,27 +353,19 @@ def measure_sr_busy(clip: Path, weights: GeneratorWeights, end: float | None, fo
     torch.ones(1 << 21).sum()  # starts torch's OpenMP pool now, so its threads can be told apart
     torch_pool = task_ids() - base - ort
     existing = task_ids()
-    model_info = {"name": weights.name, "sha256": weights.sha256, "source": weights.source}
-    common = {
-        "input": {"label": source.label, "sha256": source.sha256},
-        "detector": detector.name,
-        "model": model_info,
-        "backend": "torch",
-        "device": resolver.plan.device.type,
-        "precision": resolver.plan.precision,
-        "options": options.to_json(),
-        "versions": library_versions(),
-    }
     folder.mkdir(parents=True, exist_ok=True)
-    with ManifestWriter(folder / "manifest.jsonl") as manifest, ThreadCpuSampler() as sampler:
-        writer = FaceWriter(folder, manifest, common, f"{weights.name} (sha256 {weights.sha256[:12]})")
+    with ManifestWriter(folder / MANIFEST_FILE) as manifest, ThreadCpuSampler() as sampler:
+        writer = FaceWriter(
+            folder, manifest, provenance(source, options, detector, resolver, library_versions()),
+            f"{weights.name} (sha256 {weights.sha256[:12]})",
+        )
+        clock = _SpanClock(resolver, writer)
         start = time.perf_counter()
-        make_tracker = lambda rate: FaceTracker(rate, min_track_len=options.min_track_len)  # noqa: E731 - as the CLI
-        result = run_enhance(source, options, detector, make_tracker, resolver, writer)
+        result = run_enhance(source, options, detector, clock, clock)  # type: ignore[arg-type]
         wall = time.perf_counter() - start
     groups = group_threads(sampler, threading.main_thread().native_id or -1, ort, torch_pool, existing)
     return SrFigures(
-        weights.name, resolver.plan.describe(), DEMO_SECONDS if end is None else end, wall, result,
+        weights.name, resolver.plan.describe(), DEMO_SECONDS if end is None else end, wall, result, clock.span, clock.records,
         torch.get_num_threads(), torch.get_num_interop_threads(), len(ort), groups,
     )
 
@@ -446,25 +472,25 @@ def print_part2(p2: SrFigures) -> None:
           f" {p2.ort_threads} (plus each session's calling thread); 1 producer thread; 1 decode thread + FFmpeg's"
           f" (thread_type AUTO); cores usable"
           f" {len(os.sched_getaffinity(0))} (os.cpu_count {os.cpu_count()})")
-    sizes = [tuple(record["crop_size"]) for record in r.records]
+    sizes = [tuple(record.crop_size) for record in p2.records]
     side = sorted(max(size) for size in sizes)
     print(f"{r.frames} frames, {r.faces_found} faces found, {r.faces_saved} saved, wall {p2.wall:.1f} s; crops"
           f" {side[0] if side else 0}–{side[-1] if side else 0} px, {len(set(sizes))} distinct sizes"
           f" (on CPU only identical sizes share a batch); upscale {t.sr / max(1, r.faces_saved):.2f} s per crop")
-    idle = r.sr_span - r.sr_busy
+    idle = p2.sr_span - p2.sr_busy
     rows = [
-        ["SR span (first crop → last crop)", f"{r.sr_span:.2f}", "100.0"],
-        ["SR worker busy (upscale + write)", f"{r.sr_busy:.2f}", f"{100 * p2.busy_share:.1f}"],
-        ["  upscale", f"{t.sr:.2f}", f"{100 * t.sr / r.sr_span:.1f}" if r.sr_span else "-"],
-        ["  write PNGs + manifest", f"{t.write:.2f}", f"{100 * t.write / r.sr_span:.1f}" if r.sr_span else "-"],
-        ["SR worker waiting on an empty queue", f"{idle:.2f}", f"{100 * idle / r.sr_span:.1f}" if r.sr_span else "-"],
+        ["SR span (first crop → last crop)", f"{p2.sr_span:.2f}", "100.0"],
+        ["SR worker busy (upscale + write)", f"{p2.sr_busy:.2f}", f"{100 * p2.busy_share:.1f}"],
+        ["  upscale", f"{t.sr:.2f}", f"{100 * t.sr / p2.sr_span:.1f}" if p2.sr_span else "-"],
+        ["  write PNGs + manifest", f"{t.write:.2f}", f"{100 * t.write / p2.sr_span:.1f}" if p2.sr_span else "-"],
+        ["SR worker waiting on an empty queue", f"{idle:.2f}", f"{100 * idle / p2.sr_span:.1f}" if p2.sr_span else "-"],
         ["producer: decode wait / detect / track", f"{t.decode:.1f} / {t.detect:.1f} / {t.track:.1f}", ""],
         ["producer: select + crop + queue put (blocks while full)", f"{t.select:.1f}", ""],
     ]
     print(table(["", "seconds", "% of span"], rows))
     if r.frames and r.faces_saved:
         detect_per_frame = t.detect / r.frames
-        sr_per_frame = r.sr_busy / r.frames
+        sr_per_frame = p2.sr_busy / r.frames
         ratio = sr_per_frame / max(detect_per_frame, 1e-9)
         consequence = (
             f"the worker is the slower stage by {ratio:.1f}×: the queue ({QUEUE_UNITS} units) stays full and the producer waits on it"

@@ -24,10 +24,11 @@ import torch
 
 from cctvsr.degrade.pool import DegradationPool
 from cctvsr.device import cpu_has_native_bf16
+from cctvsr.jobs.finetune import stage_settings
 from cctvsr.perceptual.stlpips import StLpips
 from cctvsr.sr.weights import load_generator_weights
 from cctvsr.train.data import PairDataset
-from cctvsr.train.trainer import StageSettings, StageTrainer
+from cctvsr.train.trainer import StageTrainer
 
 FACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces_hq"
 
@@ -53,7 +54,7 @@ def _faces() -> list[np.ndarray]:
 
 
 def _time(stage: str, device: torch.device, amp: str, batch: tuple[torch.Tensor, torch.Tensor], steps: int, perceptual) -> float:
-    settings = StageSettings(stage=stage, iters=steps + 1, batch_size=batch[0].shape[0])
+    settings = stage_settings(stage, iters=steps + 1, batch_size=batch[0].shape[0])
     trainer = StageTrainer(settings, load_generator_weights("realesrgan-x4plus").build(), device, perceptual, amp=amp)
     trainer.train_step(*batch)  # warm-up: allocator, kernels, autotuning
     if device.type == "cuda":

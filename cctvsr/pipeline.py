@@ -1,5 +1,6 @@
 """The enhance pipeline for one input: decode → detect → track → select → crop, in a producer
-thread, then super-resolve → write in the caller's thread, joined by a bounded queue.
+thread, then super-resolve → hand to a sink in the caller's thread, joined by a bounded queue.
+The pipeline knows no files: the sink (`cctvsr.output.writer.FaceWriter` for `enhance`) writes.
 
 Work crosses the queue in units (the faces a track releases when it ends, or one frame's faces with
 `--all-frames`), and a unit is always super-resolved as one call. That keeps the batch composition
@@ -12,10 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
-import cv2
 import numpy as np
 
 from cctvsr.errors import InputError
@@ -23,10 +22,8 @@ from cctvsr.faces.crop import FaceCrop, crop_face
 from cctvsr.faces.detections import FaceDetections, FaceDetector
 from cctvsr.faces.select import BestFaces, QualityScore, face_quality
 from cctvsr.faces.track import FaceTracker
-from cctvsr.images import write_png
-from cctvsr.manifest import ManifestWriter
+from cctvsr.output.records import Sighting
 from cctvsr.prefetch import Prefetch
-from cctvsr.report import sr_png_text
 from cctvsr.sr.engine import SuperResolver
 from cctvsr.video import DecodeStats, Frame, FrameSampling, SourceInfo, read_frames
 
@@ -34,13 +31,14 @@ QUEUE_UNITS = 4  # units of work decoded ahead of the super-resolver at most
 
 
 @dataclass(frozen=True)
-class EnhanceOptions:
-    """Everything that decides which faces are saved; a resumed run must use the same."""
+class PipelineOptions:
+    """Everything that decides which faces are saved; a resumed run must use the same (its
+    `to_json()` is the "options" of run.json and of every manifest line)."""
 
     best: int = 3
     all_frames: bool = False
     margin: float = 0.4
-    min_track_len: int = 3
+    min_track_len: int = 3  # tracks with fewer detections are dropped (the default tracker's)
     sampling: FrameSampling = FrameSampling()
     time_offset: float = 0.0
     reconnect: int = 3
@@ -73,8 +71,8 @@ class TrackLog:
     """When a track was seen and how often: what tracks.json reports, saved faces or not."""
 
     track_id: int
-    first: dict[str, Any]
-    last: dict[str, Any]
+    first: Sighting
+    last: Sighting
     faces_seen: int = 0
 
 
@@ -99,8 +97,6 @@ class EnhanceResult:
     tracks: dict[int, TrackLog] = field(default_factory=dict)
     times: StageTimes = field(default_factory=StageTimes)
     decode: DecodeStats = field(default_factory=DecodeStats)
-    sr_busy: float = 0.0
-    sr_span: float = 0.0
 
 
 @dataclass
@@ -110,6 +106,15 @@ class ProgressHooks:
     saved: Callable[[int], None] = lambda n: None  # faces enhanced and written so far
 
 
+def default_tracker(options: PipelineOptions) -> Callable[[float], FaceTracker]:
+    """The tracker `enhance` uses: ByteTrack with this run's minimum track length."""
+
+    def make(frame_rate: float) -> FaceTracker:
+        return FaceTracker(frame_rate, min_track_len=options.min_track_len)
+
+    return make
+
+
 def processed_rate(native_fps: float | None, sampling: FrameSampling, default: float = 25.0) -> float:
     """Frames per second that reach the tracker after `--every` / `--fps` (its lost-track buffer
     is counted in those frames)."""
@@ -117,12 +122,17 @@ def processed_rate(native_fps: float | None, sampling: FrameSampling, default: f
     return rate / sampling.every if sampling.fps is None else min(sampling.fps, rate / sampling.every)
 
 
-def _when(frame: Frame) -> dict[str, Any]:
-    return {
-        "frame": frame.index,
-        "pts": frame.pts,
-        "wall_time": frame.wall_time.isoformat() if frame.wall_time else None,
-    }
+class FaceSink(Protocol):
+    """Where the pipeline hands each face it saves, with its super-resolved image."""
+
+    def write(self, face: FaceCandidate, sr: np.ndarray) -> object: ...
+
+
+FrameHook = Callable[[Frame, FaceDetections], None]  # each processed frame, its detections with track_ids
+
+
+def _when(frame: Frame) -> Sighting:
+    return Sighting(frame.index, frame.pts, frame.wall_time.isoformat() if frame.wall_time else None)
 
 
 class _Producer:
@@ -133,12 +143,12 @@ class _Producer:
     def __init__(
         self,
         source: SourceInfo,
-        options: EnhanceOptions,
+        options: PipelineOptions,
         detector: FaceDetector,
         make_tracker: Callable[[float], FaceTracker],
         result: EnhanceResult,
         hooks: ProgressHooks,
-        on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None,
+        on_frame: FrameHook | None,
     ) -> None:
         self.source, self.options, self.detector, self.make_tracker = source, options, detector, make_tracker
         self.tracker: FaceTracker | None = None  # made at the first frame, when the frame rate is known
@@ -180,17 +190,17 @@ class _Producer:
                     self.tracker = self.make_tracker(processed_rate(result.decode.fps, self.options.sampling))
                 detections = self.detector.detect(frame.image)
                 t2 = time.perf_counter()
-                ids = self.tracker.update(detections)
+                detections = self.tracker.track(detections)
                 t3 = time.perf_counter()
                 times.detect += t2 - t1
                 times.track += t3 - t2
                 waited = times.queue_wait
-                self._select(frame, detections, ids)
+                self._select(frame, detections)
                 for track_id in sorted(self.tracker.ended()):
                     self._end_track(track_id)
                 times.select += time.perf_counter() - t3 - (times.queue_wait - waited)
                 if self.on_frame:
-                    self.on_frame(frame, detections, ids)
+                    self.on_frame(frame, detections)
                 result.frames += 1
                 result.faces_found += len(detections)
                 result.faces_too_small += detections.too_small
@@ -203,8 +213,9 @@ class _Producer:
         for track_id, faces in sorted(self.keeper.finish_all().items()):
             self._release(track_id, faces)
 
-    def _select(self, frame: Frame, detections: FaceDetections, ids: np.ndarray) -> None:
+    def _select(self, frame: Frame, detections: FaceDetections) -> None:
         released: list[FaceCandidate] = []
+        ids = detections.track_ids
         for row in np.flatnonzero(ids >= 0):
             track_id = int(ids[row])
             log = self.result.tracks.get(track_id)
@@ -233,78 +244,38 @@ class _Producer:
         self._release(track_id, kept)
 
 
-class FaceWriter:
-    """Writes a face's LR, bicubic and SR PNGs, then its manifest line."""
-
-    def __init__(self, folder: Path, manifest: ManifestWriter, common: dict[str, Any], model_label: str) -> None:
-        self.folder, self.manifest, self.common = folder, manifest, common
-        self.sr_text = sr_png_text(model_label)
-
-    def write(self, face: FaceCandidate, sr: np.ndarray) -> dict[str, Any]:
-        stem = f"track_{face.track_id:04d}/{face.frame_index:06d}"
-        lr = face.crop.image
-        bicubic = cv2.resize(lr, (sr.shape[1], sr.shape[0]), interpolation=cv2.INTER_CUBIC)
-        outputs = {}
-        for kind, image, text in (("lr", lr, None), ("bicubic", bicubic, None), ("sr", sr, self.sr_text)):
-            rel = f"{stem}_{kind}.png"
-            outputs[kind] = {"path": rel, "sha256": write_png(self.folder / rel, image, text)}
-        x1, y1, x2, y2 = face.crop.box
-        record = {
-            **self.common,
-            "frame_index": face.frame_index,
-            "pts": face.pts,
-            "wall_time": face.wall_time.isoformat() if face.wall_time else None,
-            "track_id": face.track_id,
-            "box": [round(float(v), 2) for v in face.box],
-            "crop_box": [x1, y1, x2, y2],
-            "crop_size": [x2 - x1, y2 - y1],
-            "clipped": list(face.crop.clipped),
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
-            "det_score": round(face.det_score, 4),
-            "quality": {k: round(float(v), 4) for k, v in asdict(face.quality).items()},
-            "outputs": outputs,
-        }
-        self.manifest.append(record)
-        return record
-
-
 def run_enhance(
     source: SourceInfo,
-    options: EnhanceOptions,
+    options: PipelineOptions,
     detector: FaceDetector,
-    make_tracker: Callable[[float], FaceTracker],
     resolver: SuperResolver,
-    writer: FaceWriter,
+    sink: FaceSink,
     *,
+    make_tracker: Callable[[float], FaceTracker] | None = None,
     done: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
     hooks: ProgressHooks = ProgressHooks(),
-    on_frame: Callable[[Frame, FaceDetections, np.ndarray], None] | None = None,
+    on_frame: FrameHook | None = None,
 ) -> EnhanceResult:
-    """Run one input through the pipeline; faces whose (track, frame) is in `done` are not rewritten.
-    `make_tracker(frame_rate)` is called at the first frame with the rate frames reach the tracker."""
+    """Run one input through the pipeline, handing each saved face and its SR image to `sink`; faces
+    whose (track, frame) is in `done` are not handed again. `make_tracker(frame_rate)` is called at
+    the first frame with the rate frames reach the tracker (default: `default_tracker(options)`)."""
     result = EnhanceResult()
-    producer = _Producer(source, options, detector, make_tracker, result, hooks, on_frame)
-    first_crop = last_crop = None
+    producer = _Producer(source, options, detector, make_tracker or default_tracker(options), result, hooks, on_frame)
     with Prefetch(producer.run, size=QUEUE_UNITS, name="cctvsr-producer") as units:
         for unit in units:
             if all(face.key in done for face in unit):
                 result.faces_resumed += len(unit)
                 continue
             t0 = time.perf_counter()
-            first_crop = first_crop or t0
             outputs = resolver.upscale([face.crop.image for face in unit])
             t1 = time.perf_counter()
             for face, sr in zip(unit, outputs):
                 if face.key in done:
                     result.faces_resumed += 1
                     continue
-                writer.write(face, sr)
+                sink.write(face, sr)
                 result.faces_saved += 1
                 hooks.saved(result.faces_saved)
-            last_crop = time.perf_counter()
             result.times.sr += t1 - t0
-            result.times.write += last_crop - t1
-            result.sr_busy += last_crop - t0
-    if first_crop is not None and last_crop is not None:
-        result.sr_span = last_crop - first_crop
+            result.times.write += time.perf_counter() - t1
     return result

@@ -19,6 +19,7 @@ from cctvsr.errors import InputError
 from cctvsr.fsutil import atomic_path, remove_stale_temps
 
 SHOWN = 3  # problems named in the one-line refusal; the count says how many more
+UNVERSIONED = 1  # the schema of identity files written before they carried one (the format was the same)
 
 
 def read_state(path: Path) -> dict[str, Any]:
@@ -32,7 +33,18 @@ def read_state(path: Path) -> dict[str, Any]:
     return value
 
 
+def check_schema(state: dict[str, Any], expected: int, path: Path) -> None:
+    """Refuse, in one line, an identity file written in another run format than this version reads
+    (`"schema"`; a file without one is UNVERSIONED)."""
+    found = state.get("schema", UNVERSIONED)
+    if found != expected:
+        raise InputError(
+            f"{path}: written by a different cctvsr run format (schema {found}, this version reads {expected}); use a new --out"
+        )
+
+
 def write_state(path: Path, value: dict[str, Any]) -> None:
+    """Write a run's identity file atomically; callers put their format's `"schema"` in `value`."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import cctvsr.calibrate as calibrate_module
+import cctvsr.degrade.kernels as kernels_module
 from cctvsr.cli import app
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
 from cctvsr.degrade.pool import DegradationPool, blur_downsample
@@ -102,7 +102,7 @@ def test_interrupted_calibration_resumes_with_its_finished_kernels_and_ends_with
     reference = tmp_path / "reference.pool.npz"
     assert _calibrate(folder, reference, "--jobs", "2", kernels=2).exit_code == 0  # processes: same kernels
 
-    real = calibrate_module.estimate_kernels
+    real = kernels_module.estimate_kernels
 
     def dies_after_the_first_kernel(*args: object, **kwargs: object):
         for item in real(*args, **kwargs):
@@ -110,12 +110,12 @@ def test_interrupted_calibration_resumes_with_its_finished_kernels_and_ends_with
             raise KeyboardInterrupt
 
     out = tmp_path / "site.pool.npz"
-    monkeypatch.setattr(calibrate_module, "estimate_kernels", dies_after_the_first_kernel)
+    monkeypatch.setattr(kernels_module, "estimate_kernels", dies_after_the_first_kernel)
     interrupted = _calibrate(folder, out, kernels=2)
     assert interrupted.exit_code == 130 and not out.exists()
     assert len(list((tmp_path / "site.pool.npz.partial").glob("kernel_*.npz"))) == 1
 
-    monkeypatch.setattr(calibrate_module, "estimate_kernels", real)
+    monkeypatch.setattr(kernels_module, "estimate_kernels", real)
     resumed = _calibrate(folder, out, "--resume", kernels=2)
     assert resumed.exit_code == 0, resumed.stderr
     assert "1 of 2 kernels reused" in resumed.stderr
@@ -166,3 +166,22 @@ def test_bad_calibration_input_gives_one_line_error(tmp_path: Path, astronaut: n
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error:") and needle.replace("NOTAPOOL", "bad.npz") in errors[0], result.stderr
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_resume_of_a_checkpoint_in_another_run_format_is_refused_in_one_line(astronaut: np.ndarray, tmp_path: Path) -> None:
+    """A `.partial/` folder whose state.json says another schema is not read as this version's."""
+    import json
+
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    partial = tmp_path / "site.pool.npz.partial"
+    partial.mkdir()
+    (partial / "state.json").write_text(json.dumps({"schema": 99, "sources": [], "options": {}, "cctvsr": "9"}))
+    result = _calibrate(folder, tmp_path / "site.pool.npz", "--resume")
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors == [
+        f"error: {partial / 'state.json'}: written by a different cctvsr run format (schema 99, this version reads 1); use a new --out"
+    ], result.stderr
+    assert not (tmp_path / "site.pool.npz").exists() and (partial / "state.json").is_file()

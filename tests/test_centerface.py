@@ -16,7 +16,7 @@ from cctvsr.faces.centerface import CenterFaceDetector
 from cctvsr.faces.detect import MtcnnDetector
 from cctvsr.faces.scales import TILE_OVERLAP, TILE_PIXELS, focus_windows, parse_scales, spread_out, tile_counts, tile_origins
 from cctvsr.faces.track import FaceTracker
-from cctvsr.pipeline import EnhanceOptions
+from cctvsr.jobs.options import FaceOptions
 from cctvsr.video import DecodeStats, list_sources, read_frames
 from tests.test_detect import iou, t1  # noqa: F401 - t1 is a fixture used by name
 
@@ -114,7 +114,7 @@ def test_a_12_px_real_face_keeps_one_track_id(shared_data: Path) -> None:
     target = first.boxes[np.argmax(np.where((heights >= 30) & (heights <= 60), first.scores, -1))]  # a CCTV-sized frame
     factor = 12.0 / float(target[3] - target[1])
     detector = CenterFaceDetector()
-    tracker = FaceTracker(25.0, min_track_len=EnhanceOptions().min_track_len)
+    tracker = FaceTracker(25.0, min_track_len=FaceOptions().min_track_len)
     ids = []
     for image in frames:
         boxes = full.detect(image).boxes  # follow the same face at full resolution

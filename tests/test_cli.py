@@ -146,7 +146,11 @@ def test_help_shows_flags_without_a_bool_placeholder(command: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "needle"), [(["enhance", "--bad-flag"], "No such option"), (["enhance"], "Missing argument"), (["evaluate", "-o"], "requires an argument")]
+    ("args", "needle"),
+    [
+        (["enhance", "--bad-flag"], "No such option"), (["enhance"], "Missing argument"), (["evaluate", "-o"], "requires an argument"),
+        (["calibrate", "--kernels", "0"], "not in the range"), (["export-onnx"], "Missing option"),
+    ],
 )
 def test_argument_errors_come_before_any_heavy_import(args: list[str], needle: str) -> None:
     """A mistyped command line is answered at once: torch, OpenCV and ONNX (seconds to import) are
@@ -161,13 +165,13 @@ def test_argument_errors_come_before_any_heavy_import(args: list[str], needle: s
 def test_finetune_figures_never_read_negative_zero() -> None:
     from types import SimpleNamespace
 
-    from cctvsr.cli import _delta, _fixed
+    from cctvsr.terminal import delta, fixed
 
-    assert (_fixed(-0.00004, 4), _fixed(-0.0, 4), _fixed(-0.00004, 4, signed=True)) == ("0.0000", "0.0000", "0.0000")
-    assert (_fixed(-0.00006, 4, signed=True), _fixed(0.0123, 4, signed=True), _fixed(0.2, 4)) == ("-0.0001", "+0.0123", "0.2000")
+    assert (fixed(-0.00004, 4), fixed(-0.0, 4), fixed(-0.00004, 4, signed=True)) == ("0.0000", "0.0000", "0.0000")
+    assert (fixed(-0.00006, 4, signed=True), fixed(0.0123, 4, signed=True), fixed(0.2, 4)) == ("-0.0001", "+0.0123", "0.2000")
     best = SimpleNamespace(psnr=30.001, perceptual=0.20000)
-    assert _delta(best, {"psnr": 30.002, "perceptual": 0.20001}) == "PSNR 0.00 dB, ST-LPIPS 0.0000"
-    assert _delta(best, {"psnr": 29.5, "perceptual": 0.25}) == "PSNR +0.50 dB, ST-LPIPS -0.0500"
+    assert delta(best, {"psnr": 30.002, "perceptual": 0.20001}) == "PSNR 0.00 dB, ST-LPIPS 0.0000"
+    assert delta(best, {"psnr": 29.5, "perceptual": 0.25}) == "PSNR +0.50 dB, ST-LPIPS -0.0500"
 
 
 def test_demo_restores_the_astronaut_closer_than_bicubic(tmp_path: Path, astronaut: np.ndarray) -> None:

@@ -186,6 +186,24 @@ def test_resume_with_different_options_is_refused(demo: dict[str, Path], all_fra
     assert len(errors) == 1 and "options differ" in errors[0]
 
 
+def test_run_file_and_manifest_lines_carry_the_schema_and_another_schema_is_not_resumed(
+    demo: dict[str, Path], all_frames_run: Path, tmp_path: Path
+) -> None:
+    from cctvsr.output.records import SCHEMA
+
+    state = json.loads((all_frames_run / "run.json").read_text())
+    assert state["schema"] == SCHEMA and all(record["schema"] == SCHEMA for record in _manifest(all_frames_run))
+    folder = tmp_path / "o" / all_frames_run.name
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({**state, "schema": SCHEMA + 1}))
+    result = runner.invoke(
+        app, ["enhance", str(demo["clip"]), "-o", str(folder.parent), "--model", str(demo["model"]), "--all-frames", "--resume"]
+    )
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"schema {SCHEMA + 1}, this version reads {SCHEMA}" in errors[0]
+
+
 def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_path: Path) -> None:
     import av
 

@@ -18,9 +18,8 @@ from cctvsr.evaluate.protocols import EvalPair, load_pairs, make_pairs, make_pro
 from cctvsr.evaluate.report import label_lines, sheet
 from cctvsr.evaluate.scoring import Evaluation, Method, MethodResult
 from cctvsr.images import read_image
-from cctvsr.sr.rrdb import RRDBConfig
 from cctvsr.sr.weights import save_model_dir
-from cctvsr.train.finetune import FinetuneRequest, finetune
+from cctvsr.jobs.finetune import FinetuneOptions, run
 from tests.conftest import tiny_weights
 from tests.test_degrade_pool import gaussian_kernels, gaussian_noise
 
@@ -167,13 +166,12 @@ def model_dir(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
     pool = DegradationPool(kernels=gaussian_kernels([(1.6, 1.6)]), noise_patches=gaussian_noise(4.0, 4), jpeg_quality=50.0)
     pool.save(root / "site.pool.npz")
-    request = FinetuneRequest(
-        pool=root / "site.pool.npz", hr_dir=photos, out=root / "model", init="none", arch=RRDBConfig(1, 8, 4), stage="both",
-        settings={"iters": 2, "batch_size": 2, "lr_patch": 16, "seed": 0}, perceptual="stlpips", val_fraction=0.3,
-        val_every=1000, save_every=1000, workers=0,
+    options = FinetuneOptions(
+        pool=root / "site.pool.npz", hr_dir=photos, out=root / "model", init="none", arch="1,8,4", stage="both",
+        iters=2, batch_size=2, lr_patch=16, seed=0, perceptual="stlpips", val_fraction=0.3,
+        val_every=1000, save_every=1000, workers=0, detect_faces=False,
     )
-    out, _ = finetune(request, detector=None)
-    return out
+    return run(options).model_dir
 
 
 def test_evaluate_runs_on_a_finetuned_model_directory_with_and_without_fidelity(

@@ -30,9 +30,9 @@ from cctvsr.cli import app
 from cctvsr.degrade.pool import DegradationPool
 from cctvsr.errors import InputError, OutputError
 from cctvsr.evidence import keep_apart
-from cctvsr.fsutil import append_whole, atomic_path
+from cctvsr.fsutil import atomic_path
 from cctvsr.images import read_image
-from cctvsr.manifest import ManifestWriter, read_manifest
+from cctvsr.output.manifest import ManifestWriter, read_manifest
 from cctvsr.sr.weights import save_model_dir
 from samples.make_demo_clip import make_demo_clip
 from tests.conftest import tiny_weights
@@ -440,7 +440,7 @@ def _kernel() -> "KernelEstimate":
 
 @pytest.mark.parametrize("damage", ["changed", "missing"])
 def test_calibrate_resume_refuses_a_kernel_checkpoint_changed_after_it_was_written(tmp_path: Path, damage: str) -> None:
-    from cctvsr.calibrate import KernelCheckpoint
+    from cctvsr.jobs.calibrate import KernelCheckpoint
 
     identity = {"sources": [], "options": {"kernels": 2}}
     first = KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=False)
@@ -460,7 +460,7 @@ def test_calibrate_resume_refuses_a_kernel_checkpoint_changed_after_it_was_writt
 
 
 def test_kernel_written_but_never_listed_is_estimated_again(tmp_path: Path) -> None:
-    from cctvsr.calibrate import KernelCheckpoint
+    from cctvsr.jobs.calibrate import KernelCheckpoint
 
     first = KernelCheckpoint(tmp_path / "site.pool.npz", {"a": 1}, resume=False)
     first.save(0, _kernel())
@@ -468,9 +468,38 @@ def test_kernel_written_but_never_listed_is_estimated_again(tmp_path: Path) -> N
     assert KernelCheckpoint(tmp_path / "site.pool.npz", {"a": 1}, resume=True).load(0) is None
 
 
+def test_calibrate_checkpoint_records_its_schema_and_resumes_one_written_before_schemas(tmp_path: Path) -> None:
+    """state.json carries "schema"; a folder an earlier version left without it (the same format,
+    schema 1) still resumes with its finished kernels."""
+    import json
+
+    from cctvsr.jobs.calibrate import SCHEMA, KernelCheckpoint
+
+    identity = {"sources": [], "options": {"kernels": 1}}
+    first = KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=False)
+    first.save(0, _kernel())
+    state = first.folder / "state.json"
+    assert json.loads(state.read_text()) == {**identity, "schema": SCHEMA} and SCHEMA == 1
+    state.write_text(json.dumps(identity))  # as written before the schema field existed
+    assert KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=True).load(0) is not None
+
+
+def test_calibrate_checkpoint_of_another_schema_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from cctvsr.jobs.calibrate import KernelCheckpoint
+
+    identity = {"sources": [], "options": {"kernels": 1}}
+    first = KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=False)
+    state = first.folder / "state.json"
+    state.write_text(json.dumps({**identity, "schema": 2}))
+    with pytest.raises(InputError, match=r"state.json: written by a different cctvsr run format \(schema 2, this version reads 1\)"):
+        KernelCheckpoint(tmp_path / "site.pool.npz", identity, resume=True)
+
+
 @pytest.mark.parametrize("content", ["{torn", "[1, 2]", ""])
 def test_finetune_resume_with_a_damaged_run_file_is_one_line(tmp_path: Path, content: str) -> None:
-    from cctvsr.train.finetune import _record_run
+    from cctvsr.jobs.finetune import _record_run
 
     train = tmp_path / "model" / "train"
     train.mkdir(parents=True)

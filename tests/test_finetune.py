@@ -19,8 +19,8 @@ from cctvsr.cli import app
 from cctvsr.degrade.pool import DegradationPool, blur_downsample
 from cctvsr.sr.rrdb import RRDBConfig, RRDBNet
 from cctvsr.train.data import IterationSampler, PairDataset, load_hr_faces, to_image, to_tensor
-from cctvsr.train.finetune import FinetuneRequest, finetune
-from cctvsr.train.trainer import StageSettings, StageTrainer, checkpoints
+from cctvsr.jobs.finetune import FinetuneOptions, run, stage_settings
+from cctvsr.train.trainer import StageTrainer, checkpoints
 from tests.test_degrade_pool import gaussian_kernels, gaussian_noise
 
 runner = CliRunner()
@@ -89,7 +89,7 @@ def test_fresh_tiny_network_overfits_one_batch_to_a_quarter_of_its_l1(faces_dir:
     dataset = PairDataset(_faces(faces_dir), pool, lr_patch=32, batch_size=16, seed=0)
     lr, hr = (torch.stack(t) for t in zip(*(dataset[i] for i in range(16))))
     torch.manual_seed(0)
-    settings = StageSettings(stage="pixel", iters=300, learning_rate=2e-4, decay_at=(), batch_size=16)
+    settings = stage_settings("pixel", iters=300, learning_rate=2e-4, decay_at=(), batch_size=16)
     trainer = StageTrainer(settings, RRDBNet(RRDBConfig(2, 16, 8)), torch.device("cpu"))
     start = last = trainer.train_step(lr, hr)["l1"]
     while trainer.step < 300 and last > 0.25 * start:  # measured: 0.146× at 200 steps, 0.108× at 300
@@ -102,7 +102,7 @@ def test_three_full_size_gan_steps_lower_that_batchs_generator_loss(x4plus, face
 
     dataset = PairDataset(_faces(faces_dir), pool, lr_patch=32, batch_size=2, seed=0)
     lr, hr = (torch.stack(t) for t in zip(dataset[0], dataset[1]))
-    settings = StageSettings(stage="gan", iters=3, batch_size=2)
+    settings = stage_settings("gan", iters=3, batch_size=2)
     trainer = StageTrainer(settings, x4plus.build(), torch.device("cpu"), StLpips.from_packaged())
     start = {k: v.clone() for k, v in trainer.g.state_dict().items()}
     for _ in range(3):
@@ -119,11 +119,10 @@ def test_three_full_size_gan_steps_lower_that_batchs_generator_loss(x4plus, face
     assert loss_with(after) < loss_with(start)
 
 
-def _request(pool_file: Path, faces_dir: Path, out: Path, **changes) -> FinetuneRequest:
-    settings = {"iters": 4, "batch_size": 2, "lr_patch": 16, "seed": 3}
-    base = FinetuneRequest(
-        pool=pool_file, hr_dir=faces_dir, out=out, init="none", arch=RRDBConfig(2, 16, 8), stage="both", settings=settings,
-        perceptual="stlpips", val_fraction=0.2, val_every=1000, save_every=1, workers=0,
+def _request(pool_file: Path, faces_dir: Path, out: Path, **changes) -> FinetuneOptions:
+    base = FinetuneOptions(
+        pool=pool_file, hr_dir=faces_dir, out=out, init="none", arch=TINY_ARCH, stage="both", iters=4, batch_size=2, lr_patch=16,
+        seed=3, perceptual="stlpips", val_fraction=0.2, val_every=1000, save_every=1, workers=0, detect_faces=False,
     )
     return replace(base, **changes)
 
@@ -131,7 +130,7 @@ def _request(pool_file: Path, faces_dir: Path, out: Path, **changes) -> Finetune
 def test_stopped_and_resumed_run_reaches_bit_identical_weights(
     pool_file: Path, faces_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    straight, _ = finetune(_request(pool_file, faces_dir, tmp_path / "straight"), detector=None)
+    straight = run(_request(pool_file, faces_dir, tmp_path / "straight")).model_dir
 
     import cctvsr.train.trainer as trainer_module
 
@@ -144,11 +143,11 @@ def test_stopped_and_resumed_run_reaches_bit_identical_weights(
 
     monkeypatch.setattr(trainer_module.StageTrainer, "train_step", stops_in_the_gan_stage)
     with pytest.raises(KeyboardInterrupt):
-        finetune(_request(pool_file, faces_dir, tmp_path / "resumed"), detector=None)
+        run(_request(pool_file, faces_dir, tmp_path / "resumed"))
     assert [c.name for c in checkpoints(tmp_path / "resumed" / "train" / "gan")][-1] == "checkpoint-00000002"
     assert not (tmp_path / "resumed" / "config.json").exists()
     monkeypatch.setattr(trainer_module.StageTrainer, "train_step", real_step)
-    resumed, _ = finetune(_request(pool_file, faces_dir, tmp_path / "resumed", resume=True), detector=None)
+    resumed = run(_request(pool_file, faces_dir, tmp_path / "resumed", resume=True)).model_dir
 
     for name in ("model.safetensors", "pixel.safetensors"):
         a, b = load_file(str(straight / name)), load_file(str(resumed / name))
@@ -166,9 +165,10 @@ def test_stopped_and_resumed_run_reaches_bit_identical_weights(
 def test_upscale_with_the_exported_model_is_the_trainers_own_forward_pass(
     pool_file: Path, faces_dir: Path, tmp_path: Path, astronaut_face: np.ndarray
 ) -> None:
-    out, outcomes = finetune(_request(pool_file, faces_dir, tmp_path / "model", stage="gan"), detector=None)
+    summary = run(_request(pool_file, faces_dir, tmp_path / "model", stage="gan"))
+    out, outcomes = summary.model_dir, summary.outcomes
     assert outcomes[-1].best.step == 4  # validation ran only at the end, so the export is the final EMA
-    settings = StageSettings(stage="gan", iters=4, batch_size=2, lr_patch=16, seed=3)
+    settings = stage_settings("gan", iters=4, batch_size=2, lr_patch=16, seed=3)
     from cctvsr.perceptual.stlpips import StLpips
 
     trainer = StageTrainer(settings, RRDBNet(RRDBConfig(2, 16, 8)), torch.device("cpu"), StLpips.from_packaged())
@@ -257,3 +257,40 @@ def test_unknown_config_key_is_refused_with_one_line(pool_file: Path, faces_dir:
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "unknown key(s) learnin_rate" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{torn", "run.json: unreadable or damaged; cannot resume from this folder (use a new --out)"),
+        ('{"schema": 2, "pool_sha256": "0"}', "run.json: written by a different cctvsr run format (schema 2, this version reads 1); use a new --out"),
+    ],
+    ids=["damaged", "other-schema"],
+)
+def test_resume_from_a_damaged_or_other_format_run_file_is_one_line(
+    content: str, needle: str, pool_file: Path, faces_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "run.json").write_text(content)
+    result = _finetune_cli(pool_file, faces_dir, out, "--stage", "pixel", "--iters", "1", "--batch-size", "2", "--lr-patch", "16", "--resume")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]] and lines[-1].endswith(needle), lines
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["run.json"] and not (out / "config.json").exists()
+
+
+def test_run_file_carries_its_schema_and_one_without_is_read_as_schema_1(tmp_path: Path) -> None:
+    from cctvsr.errors import InputError
+    from cctvsr.jobs.finetune import RUN_SCHEMA, _record_run
+
+    train = tmp_path / "model" / "train"
+    identity = {"schema": RUN_SCHEMA, "pool_sha256": "0"}
+    _record_run(train, identity, resume=False)
+    assert json.loads((train / "run.json").read_text()) == {"schema": 1, "pool_sha256": "0"}
+    _record_run(train, identity, resume=True)
+    (train / "run.json").write_text('{"pool_sha256": "0"}')  # written before run.json carried a schema: the same format
+    _record_run(train, identity, resume=True)
+    (train / "run.json").write_text('{"pool_sha256": "1"}')
+    with pytest.raises(InputError, match=r"--resume with a different pool, faces or options \(pool_sha256\)$"):
+        _record_run(train, identity, resume=True)

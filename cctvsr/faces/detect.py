@@ -15,13 +15,12 @@ mouth left, mouth right with left/right as seen in the image, and faces sorted b
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cctvsr.assets import MTCNN_ONET, MTCNN_PNET, MTCNN_RNET
+from cctvsr import registry
 from cctvsr.errors import InputError, WeightsError
 from cctvsr.faces.detections import (
     FaceDetections,
@@ -36,14 +35,8 @@ from cctvsr.faces.detections import (
 DETECTOR_KINDS = ("auto", "centerface", "mtcnn", "insightface")
 DEFAULT_MIN_FACE = 10
 
-# The detector file of each InsightFace model pack (names from the upstream model zoo).
-INSIGHTFACE_PACK_DETECTORS = {
-    "buffalo_l": "det_10g.onnx",
-    "buffalo_m": "det_2.5g.onnx",
-    "buffalo_s": "det_500m.onnx",
-    "buffalo_sc": "det_500m.onnx",
-    "antelopev2": "scrfd_10g_bnkps.onnx",
-}
+# The detector file of each InsightFace model pack (the registry's scrfd-<pack> cards).
+INSIGHTFACE_PACK_DETECTORS = registry.pack_files("detector")
 _INSIGHTFACE_ZOO_URL = "https://github.com/deepinsight/insightface/releases/download/model-zoo"
 _SCRFD_OUTPUT_COUNTS_WITH_KPS = (9, 15)  # 3 or 5 strides × (scores, boxes, keypoints)
 
@@ -120,9 +113,9 @@ class MtcnnDetector:
         check_detector_options(min_face, threshold)
         self.min_face = min_face
         self.thresholds = (*_MTCNN_THRESHOLDS[:2], _MTCNN_THRESHOLDS[2] if threshold is None else threshold)
-        self._pnet = _onnx_session(MTCNN_PNET.require(), providers)
-        self._rnet = _onnx_session(MTCNN_RNET.require(), providers)
-        self._onet = _onnx_session(MTCNN_ONET.require(), providers)
+        self._pnet = _onnx_session(registry.packaged("mtcnn", "pnet").require(), providers)
+        self._rnet = _onnx_session(registry.packaged("mtcnn", "rnet").require(), providers)
+        self._onet = _onnx_session(registry.packaged("mtcnn", "onet").require(), providers)
 
     def detect(self, frame: np.ndarray) -> FaceDetections:
         frame = check_frame(frame)
@@ -305,7 +298,7 @@ def insightface_root(root: Path | None = None) -> Path:
     """Where InsightFace packs live: $INSIGHTFACE_HOME, else ~/.insightface."""
     if root is not None:
         return Path(root)
-    return Path(os.environ.get("INSIGHTFACE_HOME") or Path.home() / ".insightface").expanduser()
+    return registry.insightface_home()
 
 
 def _shown(path: Path) -> str:

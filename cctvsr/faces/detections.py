@@ -20,6 +20,7 @@ class FaceDetections:
     landmarks: np.ndarray  # (N, 5, 2) float32: left eye, right eye, nose, mouth left, mouth right (x, y)
     inside: np.ndarray | None = None  # (N,) float32: share of the face's box inside the frame (1 = whole)
     too_small: int = 0  # faces found but dropped for being under the detector's min_face
+    track_ids: np.ndarray | None = None  # (N,) int64 once tracked (FaceTracker.track): -1 = no confirmed track yet
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -27,7 +28,7 @@ class FaceDetections:
             object.__setattr__(self, "inside", np.ones(n, np.float32))
         if (
             self.boxes.shape != (n, 4) or self.scores.shape != (n,) or self.landmarks.shape != (n, 5, 2)
-            or self.inside.shape != (n,)
+            or self.inside.shape != (n,) or (self.track_ids is not None and self.track_ids.shape != (n,))
         ):
             raise ValueError(
                 f"inconsistent detections: boxes {self.boxes.shape}, scores {self.scores.shape}, "
@@ -43,7 +44,8 @@ class FaceDetections:
 
     def take(self, index: np.ndarray) -> FaceDetections:
         """The rows selected by a boolean mask or an index array."""
-        return FaceDetections(self.boxes[index], self.scores[index], self.landmarks[index], self.inside[index])
+        track_ids = None if self.track_ids is None else self.track_ids[index]
+        return FaceDetections(self.boxes[index], self.scores[index], self.landmarks[index], self.inside[index], track_ids=track_ids)
 
 
 class FaceDetector(Protocol):

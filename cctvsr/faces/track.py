@@ -15,6 +15,8 @@ Facts about `trackers` 2.6.1 this module relies on (read in its source, pinned b
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
@@ -108,6 +110,10 @@ class FaceTracker:
         self._ended |= self._alive - alive
         self._alive = alive
         return ids
+
+    def track(self, detections: FaceDetections) -> FaceDetections:
+        """The same detections with `track_ids` filled in (see `update`); every other field kept."""
+        return dataclasses.replace(detections, track_ids=self.update(detections))
 
     def ended(self) -> set[int]:
         """Track ids that ended (lost for longer than the buffer) since the last call."""

@@ -13,7 +13,7 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 REQUIRED: Any = dataclasses.MISSING
 
@@ -27,6 +27,14 @@ def option(default: Any, help: str, *flags: str, **limits: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def same_as(cls: type, name: str) -> Any:
+    """Another options class's field `name` (its default, help and limits), for a command that takes
+    that one option of a group without the rest (`export-onnx` takes --model, not --device)."""
+    f = cls.__dataclass_fields__[name]
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    return option(default, f.metadata["help"], *f.metadata["flags"], **f.metadata["limits"])
 
 
 def argument(help: str, default: Any = None) -> Any:
@@ -70,6 +78,56 @@ class SrOptions:
         return create_resolver(
             self.model, backend=self.backend, device=self.device, precision=self.precision, batch_size=self.batch_size,
             tile=self.tile, tile_overlap=self.tile_overlap, fidelity=self.fidelity, warn=warn,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaceOptions:
+    """How faces are found, tracked and chosen: the detection, tracking and selection flags."""
+
+    detector: str = option(
+        "auto", "auto (InsightFace SCRFD when its pack is on disk, else the embedded CenterFace), centerface, mtcnn, or insightface."
+    )
+    insightface_pack: str = option(
+        "buffalo_l", "InsightFace model pack for --detector insightface/auto: buffalo_l or buffalo_sc (non-commercial weights)."
+    )
+    min_face: int = option(
+        10,
+        "Ignore faces whose box is smaller than this many px (CenterFace at ×1,2 finds most real faces of 12 px and more).",
+        min=1,
+    )
+    det_scales: str = option(
+        "1,2",
+        "Frame sizes CenterFace looks at, comma-separated: 1 = as it is (large faces), 2 = enlarged ×2 (faces under "
+        "~20 px; with 1, only around the weak peaks of the ×1 pass).",
+    )
+    det_threshold: Optional[float] = option(
+        None, "Detection score threshold (default: the detector's own).", min=0.0, max=1.0
+    )
+    best: int = option(3, "Best faces kept per track (by detector score, size, sharpness, pose, exposure).", min=1)
+    all_frames: bool = option(False, "Keep and enhance every face of every track, not only the best.", "--all-frames")
+    margin: float = option(
+        0.4,
+        "Crop margin around the face box, as a fraction of its size per side (clipped to the frame, never padded).",
+        min=0.0, max=2.0,
+    )
+    min_track_len: int = option(3, "Tracks seen in fewer frames than this are dropped as false alarms.", min=1)
+
+    def scales(self) -> tuple[float, ...]:
+        from cctvsr.faces.scales import parse_scales
+
+        try:
+            return parse_scales(self.det_scales)
+        except ValueError as exc:
+            from cctvsr.errors import InputError
+
+            raise InputError(str(exc)) from None
+
+    def create_detector(self):  # -> (FaceDetector, a line saying which one runs); numpy/cv2 imported late
+        from cctvsr.faces.detect import create_detector
+
+        return create_detector(
+            self.detector, pack=self.insightface_pack, min_face=self.min_face, threshold=self.det_threshold, scales=self.scales()
         )
 
 

@@ -17,7 +17,7 @@ from cctvsr.errors import CctvsrError, InputError
 from cctvsr.evidence import files_under, keep_apart, require_regular_file
 from cctvsr.fsutil import ensure_writable_folder
 from cctvsr.jobs.options import REQUIRED, SrOptions, argument, option
-from cctvsr.report import sr_png_text
+from cctvsr.output.report import sr_png_text
 
 if TYPE_CHECKING:  # the CLI builds its flags from UpscaleOptions before parsing: no numpy/cv2 at import
     from cctvsr.images import DecodedImage

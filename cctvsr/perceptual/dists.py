@@ -5,7 +5,7 @@ L2 pool (a Hann-windowed, stride-2 root-mean-square), and per channel and layer,
 input itself, a texture term (means) and a structure term (correlations) weighted by the
 learned alpha/beta. The backbone is torchvision's ImageNet VGG16, used only when the user already
 has it in `$TORCH_HOME/hub/checkpoints`; alpha/beta ship in the `DISTS-pytorch` wheel
-(`cctvsr.assets.DISTS_ALPHA_BETA`). Both load with `weights_only=True`.
+(the registry's `dists` card). Both load with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cctvsr.assets import DISTS_ALPHA_BETA
 from cctvsr.errors import WeightsError
 from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_strict, load_tensors, torchvision_features
 from cctvsr.perceptual.stlpips import check_pair
+from cctvsr.registry import hub_checkpoint_name, packaged
 
-BACKBONE_FILE = "vgg16-397923af.pth"  # torchvision's name; the suffix is its sha256 prefix
+DISTS_ALPHA_BETA = packaged("dists", "alpha_beta")
+BACKBONE_FILE = hub_checkpoint_name("dists")  # torchvision's name; the suffix is its sha256 prefix
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics VGG16 was trained with
 STD = (0.229, 0.224, 0.225)
 # VGG16 convolutions per stage, and their indices in torchvision's `features` list.

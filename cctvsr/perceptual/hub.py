@@ -7,20 +7,18 @@ need them. Their names end in the first 8 hex digits of their sha256, which is c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cctvsr.assets import sha256_file
 from cctvsr.errors import WeightsError
+from cctvsr.registry import sha256_file, torch_hub_dir
 
 
 def hub_checkpoint(filename: str) -> Path:
     """$TORCH_HOME/hub/checkpoints/<filename> (TORCH_HOME defaulting as torch.hub does)."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
-    return Path(home) / "hub" / "checkpoints" / filename
+    return torch_hub_dir() / filename
 
 
 def check_named_sha256(path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Written afresh, without torchvision: the backbone is torchvision's ImageNet AlexNet checkpoint,
 used only when the user already has it in `$TORCH_HOME/hub/checkpoints` (cctvsr never downloads
-it), and the linear heads come from the `lpips` wheel (`cctvsr.assets.LPIPS_ALEX_HEADS`). Both
+it), and the linear heads come from the `lpips` wheel (the registry's `lpips-alex` card). Both
 files load with `weights_only=True`. Where either is missing, fine-tuning uses ST-LPIPS.
 """
 
@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cctvsr.assets import LPIPS_ALEX_HEADS
 from cctvsr.errors import WeightsError
 from cctvsr.perceptual.hub import check_named_sha256, hub_checkpoint, load_strict, load_tensors, torchvision_features
 from cctvsr.perceptual.stlpips import LAYER_CHANNELS, check_pair, weighted_distance
+from cctvsr.registry import hub_checkpoint_name, packaged
 
-BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's name; the suffix is its sha256 prefix
+LPIPS_ALEX_HEADS = packaged("lpips-alex", "heads")
+BACKBONE_FILE = hub_checkpoint_name("lpips-alex")  # torchvision's name; the suffix is its sha256 prefix
 # LPIPS's input normalisation, for images scaled to [-1, 1].
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)

@@ -5,7 +5,7 @@ super-resolved face that is slightly misregistered against its reference look ba
 the LPIPS recipe but runs AlexNet's first conv at stride 1 and replaces every subsampling step
 with a blur-then-subsample, so small shifts barely move the features.
 
-The weights come from the `stlpips-pytorch` wheel (`cctvsr.assets.STLPIPS_ALEX`, BSD-2-Clause).
+The weights come from the `stlpips-pytorch` wheel (the registry's `stlpips-alex` card, BSD-2-Clause).
 That package is not imported: it pulls in torchvision, IPython and torchsummary.
 """
 
@@ -118,9 +118,9 @@ class StLpips(nn.Module):
     @classmethod
     def from_packaged(cls, device: torch.device | str = "cpu") -> StLpips:
         """The metric with the weights shipped by the stlpips-pytorch wheel (checksummed)."""
-        from cctvsr.assets import STLPIPS_ALEX
+        from cctvsr.registry import packaged
 
-        return cls.from_file(STLPIPS_ALEX.require(), device=device)
+        return cls.from_file(packaged("stlpips-alex").require(), device=device)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five ReLU outputs LPIPS compares; `x` is already scaled to the network's input."""

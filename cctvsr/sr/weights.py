@@ -1,7 +1,8 @@
-"""The model registry: every generator cctvsr knows, where its weights come from, and how to load
-weights of any supported kind (registry name, model directory, .pth, .safetensors).
+"""Generator weights: the registry's generators (`cctvsr/models.toml`, read by `cctvsr.registry`),
+their conversion and cache, and how to load weights of any supported kind (registry name, model
+directory, .pth, .safetensors).
 
-Nothing else in cctvsr spells a weights file's name. Loading never unpickles untrusted data:
+Weights file names live in the registry only. Loading never unpickles untrusted data:
 our own files are safetensors, anything else goes through `torch.load(weights_only=True)`.
 """
 
@@ -20,16 +21,19 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from cctvsr import assets
-from cctvsr.assets import PackagedFile, sha256_file
+from cctvsr import registry
+from cctvsr.registry import PackagedFile, sha256_file
 from cctvsr.errors import ModelFormatError, WeightsError
 from cctvsr.fsutil import atomic_path
 from cctvsr.sr.ncnn_import import load_rrdb_from_ncnn
-from cctvsr.sr.rrdb import RRDBConfig, RRDBNet
+from cctvsr.sr.rrdb import RRDBConfig
 
 MODEL_DIR_FORMAT = "cctvsr-model"
 MODEL_DIR_VERSION = 1
 CONVERTER_VERSION = "1"  # bump when the ncnn conversion changes, so stale caches are rebuilt
+# The builder of a model directory whose config.json names no architecture type (every v1
+# directory cctvsr wrote names one; RRDB is what v1 meant).
+DEFAULT_BUILDER = "rrdb"
 
 
 @dataclass(frozen=True)
@@ -42,26 +46,30 @@ class ModelSpec:
     licence: str
     param: PackagedFile
     bin: PackagedFile
+    builder: str = DEFAULT_BUILDER
 
     @property
     def source(self) -> str:
         return f"pip:{self.bin.distribution} ({self.bin.relpath})"
 
 
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="realesrgan-x4plus",
-            description="Real-ESRGAN x4plus, GAN-trained on synthetic real-world degradations",
-            config=RRDBConfig(num_block=23, num_feat=64, num_grow_ch=32),
-            licence="BSD-3-Clause",
-            param=assets.REALESRGAN_X4PLUS_PARAM,
-            bin=assets.REALESRGAN_X4PLUS_BIN,
-        ),
+def _spec(card: registry.ModelCard) -> ModelSpec:
+    """A generator card as a ModelSpec: its ncnn pair (roles param, bin) and its config."""
+    assert card.architecture is not None  # the registry refuses a generator without one
+    builder = registry.builder(card.architecture.builder)
+    return ModelSpec(
+        name=card.name,
+        description=card.description,
+        config=builder.make_config(**card.architecture.config),
+        licence=card.licence,
+        param=registry.packaged(card.name, "param"),
+        bin=registry.packaged(card.name, "bin"),
+        builder=builder.name,
     )
-}
-DEFAULT_MODEL = "realesrgan-x4plus"
+
+
+REGISTRY: dict[str, ModelSpec] = {card.name: _spec(card) for card in registry.cards("generator")}
+DEFAULT_MODEL = registry.default_generator()
 
 
 class ModelIdentity(Protocol):
@@ -89,6 +97,7 @@ class GeneratorWeights:
     source: str
     pixel_state_dict: Mapping[str, torch.Tensor] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    builder: str = DEFAULT_BUILDER  # the registry's network builder for `config`
 
     @property
     def has_fidelity_pair(self) -> bool:
@@ -122,9 +131,9 @@ class GeneratorWeights:
             metadata={**self.metadata, "fidelity": alpha, "fidelity_of": self.sha256},
         )
 
-    def build(self) -> RRDBNet:
+    def build(self) -> torch.nn.Module:
         """The network in eval mode, every parameter filled (no missing or unexpected keys)."""
-        model = RRDBNet(self.config)
+        model = registry.builder(self.builder).build(self.config)
         try:
             result = model.load_state_dict(self.state_dict, strict=False)
         except RuntimeError as exc:  # a tensor of the wrong shape
@@ -205,7 +214,9 @@ def _load_registry_model(spec: ModelSpec) -> GeneratorWeights:
         _save_safetensors(state, _cached_path(spec), metadata)
     else:
         state, digest = cached
-    return GeneratorWeights(name=spec.name, config=spec.config, state_dict=state, sha256=digest, source=spec.source)
+    return GeneratorWeights(
+        name=spec.name, config=spec.config, state_dict=state, sha256=digest, source=spec.source, builder=spec.builder
+    )
 
 
 # Old ESRGAN checkpoints (xinntao/ESRGAN "new arch") use other names for the same layers.
@@ -304,6 +315,7 @@ def save_model_dir(
     """Write a format-v1 model directory; config.json is written last, so a half-written
     directory is refused by its checksums instead of being used."""
     directory.mkdir(parents=True, exist_ok=True)
+    builder = registry.builder_for_config(config)
     files = {"model.safetensors": state_dict}
     if pixel_state_dict is not None:
         files["pixel.safetensors"] = pixel_state_dict
@@ -316,10 +328,8 @@ def save_model_dir(
         "format": MODEL_DIR_FORMAT,
         "format_version": MODEL_DIR_VERSION,
         "architecture": {
-            "type": "RRDBNet",
-            "num_block": config.num_block,
-            "num_feat": config.num_feat,
-            "num_grow_ch": config.num_grow_ch,
+            "type": builder.type,
+            **{name: getattr(config, name) for name in builder.config_fields() if name != "scale"},
         },
         "scale": config.scale,
         "weights": shas,
@@ -348,15 +358,17 @@ def _load_model_dir(directory: Path) -> GeneratorWeights:
         )
     try:
         arch = document["architecture"]
-        config = RRDBConfig(
-            num_block=int(arch["num_block"]), num_feat=int(arch["num_feat"]), num_grow_ch=int(arch["num_grow_ch"]),
-            scale=int(document["scale"]),
-        )
+        # architecture.type picks the registry's builder; a directory that names none is RRDB.
+        kind = arch.get("type", registry.builder(DEFAULT_BUILDER).type) if isinstance(arch, dict) else None
+        builder = registry.builder_for_type(kind)
+        fields = (builder or registry.builder(DEFAULT_BUILDER)).config_fields()
+        values = {name: int(arch[name]) for name in fields if name != "scale"}
+        config = (builder or registry.builder(DEFAULT_BUILDER)).make_config(**values, scale=int(document["scale"]))
         shas: dict[str, str] = dict(document["weights"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{label}: config.json lacks a valid {exc} entry") from None
-    if arch.get("type") != "RRDBNet" or config.scale != 4:
-        raise ModelFormatError(f"{label}: unsupported architecture {arch.get('type')} ×{config.scale}")
+    if builder is None or config.scale != 4:
+        raise ModelFormatError(f"{label}: unsupported architecture {kind} ×{config.scale}")
     pixel_name = document.get("pixel_weights")
     for filename in ["model.safetensors", *([pixel_name] if pixel_name else [])]:
         path = directory / filename
@@ -374,6 +386,7 @@ def _load_model_dir(directory: Path) -> GeneratorWeights:
         source=label,
         pixel_state_dict=_load_safetensors(directory / pixel_name) if pixel_name else None,
         metadata=document,
+        builder=builder.name,
     )
 
 

@@ -41,24 +41,26 @@ CHECKPOINT_PREFIX = "checkpoint-"
 GRID_FACES = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageSettings:
-    """Everything that decides a stage's arithmetic; a resumed stage must match it exactly."""
+    """Everything that decides a stage's arithmetic; a resumed stage must match it exactly. The
+    fields `finetune` has flags for take their defaults from its options
+    (`cctvsr.jobs.finetune.stage_settings`); the others are fixed here."""
 
     stage: str
     iters: int
-    batch_size: int = 16
-    lr_patch: int = 32
-    learning_rate: float = 1e-4
+    batch_size: int
+    lr_patch: int
+    learning_rate: float
     betas: tuple[float, float] = (0.9, 0.99)
     decay_at: tuple[float, ...] = (0.5, 0.75)  # fractions of iters where the learning rate halves
     decay_gamma: float = 0.5
-    l1_weight: float = 0.01
-    adv_weight: float = 0.005
-    perceptual_weight: float = 0.001
+    l1_weight: float
+    adv_weight: float
+    perceptual_weight: float
     ema_decay: float = 0.999
     grad_clip: float = 10.0
-    seed: int = 0
+    seed: int
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:

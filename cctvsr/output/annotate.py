@@ -18,9 +18,10 @@ TRACKED = (40, 220, 40)
 UNTRACKED = (160, 160, 160)
 
 
-def draw_faces(image: np.ndarray, detections: FaceDetections, track_ids: np.ndarray) -> np.ndarray:
+def draw_faces(image: np.ndarray, detections: FaceDetections) -> np.ndarray:
     """A copy of the RGB frame with each face's box, and its track id where it has one."""
     canvas = image.copy()
+    track_ids = detections.track_ids if detections.track_ids is not None else np.full(len(detections), -1)
     for box, track_id in zip(detections.boxes, track_ids):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         colour = TRACKED if track_id >= 0 else UNTRACKED
@@ -45,8 +46,8 @@ class AnnotatedVideo:
         self.stream = None
         self.last_pts = -1
 
-    def add(self, frame: Frame, detections: FaceDetections, track_ids: np.ndarray) -> None:
-        image = draw_faces(frame.image, detections, track_ids)
+    def add(self, frame: Frame, detections: FaceDetections) -> None:
+        image = draw_faces(frame.image, detections)
         h, w = image.shape[:2]
         if self.container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
 
 from cctvsr.fsutil import atomic_path
+from cctvsr.output.records import Sighting, TracksDocument
 
 AI_LABEL = "AI-enhanced — not an original image"
 
@@ -35,12 +35,12 @@ img{image-rendering:pixelated;border:1px solid #999;background:#fff}
 """
 
 
-def _when(point: dict[str, Any]) -> str:
-    text = f"frame {point['frame']}"
-    if point.get("pts") is not None:
-        text += f", {point['pts']:.2f} s"
-    if point.get("wall_time"):
-        text += f", {point['wall_time']}"
+def _when(point: Sighting) -> str:
+    text = f"frame {point.frame}"
+    if point.pts is not None:
+        text += f", {point.pts:.2f} s"
+    if point.wall_time:
+        text += f", {point.wall_time}"
     return text
 
 
@@ -51,14 +51,14 @@ def _figure(path: str, caption: str, width: int, extra_class: str = "") -> str:
     )
 
 
-def render_report(summary: dict[str, Any]) -> str:
+def render_report(document: TracksDocument) -> str:
     """HTML for a tracks.json document."""
-    source = summary["input"]
+    source = document.input
     rows = [
         ("input", source["label"]),
         ("sha256", source.get("sha256") or "-"),
-        ("model", f"{summary['model']['name']} (weights sha256 {summary['model']['sha256']})"),
-        ("tracks", str(len(summary["tracks"]))),
+        ("model", f"{document.model['name']} (weights sha256 {document.model['sha256']})"),
+        ("tracks", str(len(document.tracks))),
     ]
     parts = [
         "<!DOCTYPE html>",
@@ -71,28 +71,27 @@ def render_report(summary: dict[str, Any]) -> str:
         "be used alone to identify anyone; the LR crop is the evidence.</p>",
         '<table class="meta">' + "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>",
     ]
-    for track in summary["tracks"]:
-        tid = track["track_id"]
+    for track in document.tracks:
+        tid = track.track_id
         parts.append(f'<section id="track-{tid:04d}"><h2>Track {tid:04d}</h2>')
         parts.append(
-            f"<p>first seen {html.escape(_when(track['first']))}; last seen {html.escape(_when(track['last']))}; "
-            f"{track['faces_seen']} detections, {track['faces_saved']} faces saved</p>"
+            f"<p>first seen {html.escape(_when(track.first))}; last seen {html.escape(_when(track.last))}; "
+            f"{track.faces_seen} detections, {track.faces_saved} faces saved</p>"
         )
-        best = track.get("best")
-        if best:
-            lr_w, lr_h = best["crop_size"]
-            shown = max(4 * lr_w, 128)
-            parts.append('<div class="faces">')
-            parts.append(_figure(best["lr"], f"LR crop {lr_w}×{lr_h} (original pixels)", shown))
-            parts.append(_figure(best["bicubic"], "bicubic ×4", shown))
-            parts.append(_figure(best["sr"], f"SR ×4 — {AI_LABEL}", shown, "ai"))
-            parts.append("</div>")
-            parts.append(f"<p>best face: {html.escape(_when({'frame': best['frame_index'], 'pts': best.get('pts'), 'wall_time': best.get('wall_time')}))}, quality {best['quality']:.3f}</p>")
+        best = track.best
+        lr_w, lr_h = best.crop_size
+        shown = max(4 * lr_w, 128)
+        parts.append('<div class="faces">')
+        parts.append(_figure(best.lr, f"LR crop {lr_w}×{lr_h} (original pixels)", shown))
+        parts.append(_figure(best.bicubic, "bicubic ×4", shown))
+        parts.append(_figure(best.sr, f"SR ×4 — {AI_LABEL}", shown, "ai"))
+        parts.append("</div>")
+        parts.append(f"<p>best face: {html.escape(_when(best.seen))}, quality {best.quality:.3f}</p>")
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def write_report(path: Path, summary: dict[str, Any]) -> None:
+def write_report(path: Path, document: TracksDocument) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(render_report(summary), encoding="utf-8")
+        tmp.write_text(render_report(document), encoding="utf-8")

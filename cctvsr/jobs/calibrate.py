@@ -10,46 +10,71 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from cctvsr import __version__
-from cctvsr.degrade.jpeg import CompressionEstimate, estimate_compression
-from cctvsr.degrade.kernels import KernelEstimate, estimate_kernels
-from cctvsr.degrade.noise import NoisePatchCollector
-from cctvsr.degrade.pool import DegradationPool
 from cctvsr.errors import InputError
-from cctvsr.faces.crop import crop_face
-from cctvsr.faces.detections import FaceDetector
-from cctvsr.fsutil import atomic_path
-from cctvsr.manifest import ManifestWriter, read_manifest
-from cctvsr.run_folder import read_state, verify_listed, write_state
-from cctvsr.video import DecodeStats, Frame, SourceInfo, read_frames
+from cctvsr.jobs.options import option
+
+if TYPE_CHECKING:  # the CLI builds its flags from CalibrateOptions before parsing: no numpy/av at import
+    import numpy as np
+
+    from cctvsr.degrade.jpeg import CompressionEstimate
+    from cctvsr.degrade.kernels import KernelEstimate
+    from cctvsr.degrade.pool import DegradationPool
+    from cctvsr.faces.detections import FaceDetector
+    from cctvsr.video import Frame, SourceInfo
 
 MIN_FACE_REGION = 64  # px: KernelGAN needs room for its 64-px crops
 MIN_FRAME = MIN_FACE_REGION  # px: footage whose every frame is smaller cannot be calibrated
+SCHEMA = 1  # the checkpoint folder's format (state.json, kernels.jsonl, kernel_NNN.npz); raise it when that changes
+EARLY_STOP = True  # KernelGAN stops once the kernel stops changing (recorded with the parameters)
 
 
-@dataclass(frozen=True)
-class CalibrationOptions:
-    """Everything that decides the pool; a resumed calibration must use the same."""
+@dataclass(frozen=True, kw_only=True)
+class CalibrateOptions:
+    """The `calibrate` flags; `parameters()` are the ones that decide the pool."""
 
-    max_frames: int = 64
-    faces_only: bool = False
-    seed: int = 0
-    kernels: int = 8
-    kernel_iters: int = 3000
-    early_stop: bool = True
-    precision: str = "auto"
-    max_noise_patches: int = 1000
-    jpeg_prob: float = 0.9
+    camera_dir: Optional[Path] = option(None, "Footage of one site: videos and/or images, searched recursively.")
+    out: Optional[Path] = option(None, "The pool file to write (e.g. site.pool.npz).", "--out", "-o")
+    show: Optional[Path] = option(None, "Summarise an existing pool and write a preview PNG beside it, instead.")
+    max_frames: int = option(64, "Frames sampled evenly across all the footage.", min=1)
+    faces_only: bool = option(
+        False, "Estimate from detected faces of at least 64 px (as the paper did), not whole frames.", "--faces-only"
+    )
+    kernels: int = option(8, "Blur kernels to estimate (KernelGAN, one region each).", min=1)
+    kernel_iters: int = option(
+        3000, "Most KernelGAN iterations per kernel (the paper's 3000); it stops early once the kernel stops changing.", min=1
+    )
+    jobs: int = option(
+        0, "Kernels estimated side by side, one process and one thread each (0 = one per CPU core).", min=0
+    )
+    max_noise_patches: int = option(1000, "Most noise patches kept.", min=0)
+    jpeg_prob: float = option(
+        0.9, "Probability that training degradation applies JPEG at the estimated quality.", min=0.0, max=1.0
+    )
+    precision: str = option("auto", "KernelGAN arithmetic: auto (bf16 where the CPU has it natively), fp32 or bf16.")
+    seed: int = option(0, "Seed: a rerun with the same footage and options gives the same pool.")
+    resume: bool = option(False, "Keep the kernels an interrupted calibration finished.", "--resume")
+
+    def workers(self) -> int:
+        """Processes estimating kernels side by side (`--jobs 0`: one per CPU core)."""
+        return self.jobs or os.cpu_count() or 1
+
+    def parameters(self) -> dict[str, Any]:
+        """Everything that decides the pool (not where it goes, nor how many processes): recorded in
+        the pool's metadata, and a resumed calibration must have the same."""
+        return {
+            "max_frames": self.max_frames, "faces_only": self.faces_only, "seed": self.seed, "kernels": self.kernels,
+            "kernel_iters": self.kernel_iters, "early_stop": EARLY_STOP, "precision": self.precision,
+            "max_noise_patches": self.max_noise_patches, "jpeg_prob": self.jpeg_prob,
+        }
 
 
 @dataclass
@@ -61,19 +86,35 @@ class CalibrationTimes:
 
 
 @dataclass
-class CalibrationReport:
+class CalibrateSummary:
+    """What a calibration found and wrote to `out`."""
+
+    out: Path
     pool: DegradationPool
+    inputs: int
     frames: int
     regions: int
     kernels_resumed: int
     compression: CompressionEstimate
+    noise_sigma: dict[str, float] | None  # of the kept patches (mean, min, max); None when no smooth patch was found
     kernel_estimates: list[dict[str, Any]] = field(default_factory=list)
     times: CalibrationTimes = field(default_factory=CalibrationTimes)
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PoolView:
+    """`--show`: an existing pool's summary, and the preview PNG written beside it."""
+
+    path: Path
+    summary: dict[str, Any]
+    preview: Path
+
+
 def _frame_count(source: SourceInfo) -> int:
     """Frames in a file, from the container where it says, else by demuxing (no decoding)."""
+    import av
+
     if source.kind == "image":
         return 1
     with av.open(str(source.path)) as container:
@@ -85,6 +126,10 @@ def _frame_count(source: SourceInfo) -> int:
 
 def sample_frames(sources: Sequence[SourceInfo], max_frames: int, warnings: list[str]) -> list[tuple[SourceInfo, Frame]]:
     """Up to `max_frames` frames spread evenly over all the footage, in order."""
+    import numpy as np
+
+    from cctvsr.video import DecodeStats, read_frames
+
     if any(source.kind == "stream" for source in sources):
         raise InputError("calibrate needs recorded footage (files or folders), not a live stream")
     counts = [_frame_count(source) for source in sources]
@@ -119,6 +164,8 @@ def estimation_regions(
     frames: Sequence[Frame], faces_only: bool, detector: FaceDetector | None
 ) -> list[np.ndarray]:
     """Whole frames, or every face region of at least 64 px (the paper estimated from faces)."""
+    from cctvsr.faces.crop import crop_face
+
     if not faces_only:
         return [frame.image for frame in frames]
     assert detector is not None
@@ -135,6 +182,8 @@ def estimation_regions(
 def _usable(k4: np.ndarray) -> bool:
     """A blur the pool can use: finite, summing to 1, mass centred on the centre pixel (an early
     KernelGAN estimate can be a near-zero-sum pattern whose centre of mass is meaningless)."""
+    import numpy as np
+
     if not np.all(np.isfinite(k4)) or abs(float(k4.sum()) - 1.0) > 1e-3:
         return False
     rows, cols = np.indices(k4.shape)
@@ -144,19 +193,28 @@ def _usable(k4: np.ndarray) -> bool:
 
 def _pick(regions: Sequence[np.ndarray], count: int) -> list[int]:
     """`count` region indices spread evenly, so kernels come from all of the footage."""
+    import numpy as np
+
     return np.unique(np.linspace(0, len(regions) - 1, count).round().astype(int)).tolist()
 
 
 class KernelCheckpoint:
     """Finished kernels beside the output (`<out>.partial/`), valid only for the same inputs and options.
-    Each kernel file is listed with its sha256 in `kernels.jsonl`, and `--resume` verifies them all."""
+    Each kernel file is listed with its sha256 in `kernels.jsonl`, and `--resume` verifies them all.
+    `state.json` holds `identity` and the folder's SCHEMA; a folder of another schema is refused."""
 
     def __init__(self, out: Path, identity: dict[str, Any], resume: bool) -> None:
+        from cctvsr.output.manifest import read_manifest
+        from cctvsr.run_folder import check_schema, read_state, verify_listed, write_state
+
         self.folder = out.with_name(out.name + ".partial")
         state = self.folder / "state.json"
+        identity = {**identity, "schema": SCHEMA}
         self.listed: dict[str, str] = {}
         if self.folder.exists() and resume:
-            if read_state(state) != identity:
+            found = read_state(state)
+            check_schema(found, SCHEMA, state)
+            if {**found, "schema": SCHEMA} != identity:  # a folder from before the schema field is schema 1
                 raise InputError(f"--resume: the footage or options differ from the interrupted calibration in {self.folder}")
             self.listed = {r["path"]: r["sha256"] for r in read_manifest(self.folder / "kernels.jsonl")}
             verify_listed(self.folder, self.listed.items())
@@ -170,6 +228,10 @@ class KernelCheckpoint:
         return self.folder / f"kernel_{index:03d}.npz"
 
     def load(self, index: int) -> KernelEstimate | None:
+        import numpy as np
+
+        from cctvsr.degrade.kernels import KernelEstimate
+
         if self._path(index).name not in self.listed:  # written but not listed: a kill between the two
             return None
         try:
@@ -182,6 +244,11 @@ class KernelCheckpoint:
             return None
 
     def save(self, index: int, estimate: KernelEstimate) -> None:
+        import numpy as np
+
+        from cctvsr.fsutil import atomic_path
+        from cctvsr.output.manifest import ManifestWriter
+
         buffer = io.BytesIO()
         np.savez(buffer, k2=estimate.k2, k4=estimate.k4, iterations=estimate.iterations,
                  stopped_early=estimate.stopped_early, seconds=estimate.seconds)
@@ -194,27 +261,97 @@ class KernelCheckpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def calibrate(
+def _ignore(*_: Any) -> None:
+    return None
+
+
+def run(
+    options: CalibrateOptions,
+    *,
+    warn: Callable[[str], None] = _ignore,
+    on_start: Callable[[str | None], None] = _ignore,
+    on_stage: Callable[[str, int], None] = _ignore,
+    on_step: Callable[[int], None] = _ignore,
+    on_kernel_iteration: Callable[[int, int], None] | None = None,
+) -> CalibrateSummary | PoolView:
+    """The `calibrate` command: with --show, summarise an existing pool; otherwise check the inputs,
+    then `on_start(note)` (the face detector's description under --faces-only, else None) as the
+    work begins, each stage announced by `on_stage(name, total)` and advanced by `on_step(done)`."""
+    from cctvsr.evidence import keep_apart
+    from cctvsr.fsutil import ensure_writable_file
+    from cctvsr.video import list_sources
+
+    if options.show is not None:
+        return view_pool(options.show)
+    camera_dir, out = options.camera_dir, options.out
+    if camera_dir is None or out is None:
+        raise InputError("give --camera-dir and --out (or --show POOL)")
+    if out.exists() and not options.resume:
+        raise InputError(f"{out} exists; choose another --out or delete it first")
+    if not camera_dir.is_dir():
+        raise InputError(f"{camera_dir}: not a folder")
+    keep_apart([("--out", out), ("--out", out.with_name(out.name + ".partial"))], [camera_dir])
+    ensure_writable_file(out)
+    skipped: list[str] = []
+    sources = list_sources(str(camera_dir), skipped=skipped)
+    for note in skipped:
+        warn(note)
+    detector, note = None, None
+    if options.faces_only:
+        from cctvsr.faces.detect import create_detector
+
+        detector, note = create_detector("auto")
+    on_start(note)
+    summary = estimate_pool(
+        sources, out, options, detector=detector, on_stage=on_stage, on_step=on_step,
+        on_kernel_iteration=on_kernel_iteration,
+    )
+    if summary.noise_sigma is None:
+        summary.warnings.append(
+            "no noise patch found: the paper's smooth-patch rule finds none in compressed or textured footage, so "
+            "finetune will train without this camera's noise"
+        )
+    return summary
+
+
+def view_pool(path: Path) -> PoolView:
+    """`--show`: load a pool (a damaged one is a one-line refusal) and write its preview beside it."""
+    from cctvsr.degrade.pool import DegradationPool
+
+    pool = DegradationPool.load(path)
+    preview = path.with_name(path.name.removesuffix(".npz") + ".preview.png")
+    summary = pool.summary()
+    pool.preview(preview)
+    return PoolView(path, summary, preview)
+
+
+def estimate_pool(
     sources: Sequence[SourceInfo],
     out: Path,
-    options: CalibrationOptions,
+    options: CalibrateOptions,
     *,
     detector: FaceDetector | None = None,
-    resume: bool = False,
-    on_stage: Callable[[str, int], None] = lambda name, total: None,
-    on_step: Callable[[int], None] = lambda done: None,
+    on_stage: Callable[[str, int], None] = _ignore,
+    on_step: Callable[[int], None] = _ignore,
     on_kernel_iteration: Callable[[int, int], None] | None = None,
-    jobs: int = 1,
-) -> CalibrationReport:
+) -> CalibrateSummary:
     """Estimate the pool and write it to `out` atomically; the checkpoint is removed on success.
-    `jobs` processes estimate kernels side by side (the kernels do not depend on it)."""
+    `options.workers()` processes estimate kernels side by side (the kernels do not depend on it)."""
+    import numpy as np
+
+    from cctvsr.degrade.jpeg import estimate_compression
+    from cctvsr.degrade.kernels import KernelEstimate, estimate_kernels
+    from cctvsr.degrade.noise import NoisePatchCollector
+    from cctvsr.degrade.pool import DegradationPool
+
     times, warnings = CalibrationTimes(), []
+    parameters = options.parameters()
     identity = {
         "sources": [{"label": s.label, "sha256": s.sha256} for s in sources],
-        "options": asdict(options),
+        "options": parameters,
         "cctvsr": __version__,
     }
-    checkpoint = KernelCheckpoint(out, identity, resume)
+    checkpoint = KernelCheckpoint(out, identity, options.resume)
 
     t0 = time.perf_counter()
     sampled = sample_frames(sources, options.max_frames, warnings)
@@ -252,8 +389,8 @@ def calibrate(
     on_step(resumed)
     todo = [index for index in range(len(picks)) if index not in by_index]
     for position, estimate in estimate_kernels(
-        [regions[picks[i]] for i in todo], [options.seed * 1000 + i for i in todo], jobs=jobs,
-        iters=options.kernel_iters, precision=options.precision, early_stop=options.early_stop,
+        [regions[picks[i]] for i in todo], [options.seed * 1000 + i for i in todo], jobs=options.workers(),
+        iters=options.kernel_iters, precision=options.precision, early_stop=EARLY_STOP,
         progress=on_kernel_iteration,
     ):
         checkpoint.save(todo[position], estimate)
@@ -278,7 +415,7 @@ def calibrate(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cctvsr": __version__,
         "sources": identity["sources"],
-        "parameters": asdict(options),
+        "parameters": parameters,
         "seed": options.seed,
         "frames_sampled": len(frames),
         "regions": len(regions),
@@ -295,4 +432,8 @@ def calibrate(
     )
     pool.save(out)
     checkpoint.discard()
-    return CalibrationReport(pool, len(frames), len(regions), resumed, compression, kernel_log, times, warnings)
+    return CalibrateSummary(
+        out=out, pool=pool, inputs=len(sources), frames=len(frames), regions=len(regions), kernels_resumed=resumed,
+        compression=compression, noise_sigma=pool.summary()["noise_sigma"], kernel_estimates=kernel_log, times=times,
+        warnings=warnings,
+    )

@@ -1,0 +1,53 @@
+"""The sink `enhance` hands its faces to: each face's LR, bicubic and SR PNGs, then its manifest line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+
+from cctvsr.images import write_png
+from cctvsr.output.manifest import ManifestWriter
+from cctvsr.output.records import FaceRecord, FileRecord, Provenance, face_file
+from cctvsr.output.report import sr_png_text
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cctvsr.pipeline import FaceCandidate
+
+
+class FaceWriter:
+    """Writes a face's PNGs into `folder`, then appends its record to the manifest (flushed)."""
+
+    def __init__(self, folder: Path, manifest: ManifestWriter, provenance: Provenance, model_label: str) -> None:
+        self.folder, self.manifest, self.provenance = folder, manifest, provenance
+        self.sr_text = sr_png_text(model_label)
+
+    def write(self, face: FaceCandidate, sr: np.ndarray) -> FaceRecord:
+        lr = face.crop.image
+        bicubic = cv2.resize(lr, (sr.shape[1], sr.shape[0]), interpolation=cv2.INTER_CUBIC)
+        outputs = {}
+        for kind, image, text in (("lr", lr, None), ("bicubic", bicubic, None), ("sr", sr, self.sr_text)):
+            rel = face_file(face.track_id, face.frame_index, kind)
+            outputs[kind] = FileRecord(rel, write_png(self.folder / rel, image, text))
+        x1, y1, x2, y2 = face.crop.box
+        record = FaceRecord(
+            provenance=self.provenance,
+            track_id=face.track_id,
+            frame_index=face.frame_index,
+            pts=face.pts,
+            wall_time=face.wall_time.isoformat() if face.wall_time else None,
+            box=[round(float(v), 2) for v in face.box],
+            crop_box=[x1, y1, x2, y2],
+            crop_size=[x2 - x1, y2 - y1],
+            clipped=list(face.crop.clipped),
+            landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+            det_score=round(face.det_score, 4),
+            quality={k: round(float(v), 4) for k, v in asdict(face.quality).items()},
+            outputs=outputs,
+        )
+        self.manifest.append(record.to_json())
+        return record
