@@ -206,9 +206,11 @@ def calibrate(options: CalibrateOptions) -> None:
     table.add_row("kernels", f"{len(iters)} (iterations {min(iters)}–{max(iters)}, {early} stopped early), size {report.pool.kernels.shape[1]} px")
     sigma = report.noise_sigma
     if sigma:
-        table.add_row("noise", f"{len(report.pool.noise_patches)} patches, σ {sigma['mean']:.2f} ({sigma['min']:.2f}–{sigma['max']:.2f})")
+        table.add_row("smooth patches", f"{len(report.pool.noise_patches)}, σ {sigma['mean']:.2f} ({sigma['min']:.2f}–{sigma['max']:.2f})")
     else:
-        table.add_row("noise", "[yellow]none[/]: no smooth patch found")
+        table.add_row("smooth patches", "none (the paper's rule finds none in compressed footage)")
+    table.add_row("sensor noise", report.pool.summary()["sensor_noise"])
+    table.add_row("finetune adds", report.pool.noise_model)
     c = report.compression
     table.add_row("compression", f"JPEG quality {c.quality:.1f} ± {c.spread:.1f} ({c.method}{', exact' if c.exact else ''})")
     table.add_row("time (s)", f"sampling {t.sampling:.1f}, noise {t.noise:.1f}, compression {t.compression:.1f}, kernels {t.kernels:.1f}")

@@ -92,6 +92,27 @@ def test_jpeg_frames_and_mjpeg_video_give_the_quality_within_5(shared_data: Path
     assert measured["method"] == "ijg-tables" and 5 <= pool.jpeg_quality <= 95, measured
 
 
+def test_a_static_jpeg_camera_gets_its_sensor_sigma_measured_through_the_compression(shared_data: Path, tmp_path: Path) -> None:
+    """8 frames of one real scene, each with fresh σ 5 noise, JPEG 40: the smooth-patch rule finds
+    nothing usable, the DCT levels still show σ; the pool records it and finetune would add it."""
+    rng = np.random.default_rng(2)
+    scene = _lr_frames(shared_data)[0]
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for index in range(8):
+        noisy = np.clip(np.rint(scene + rng.normal(0, 5.0, scene.shape)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"f{index}.jpg"), cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+    result = _calibrate(folder, tmp_path / "cam.pool.npz")
+    assert result.exit_code == 0, result.stderr
+    pool = DegradationPool.load(tmp_path / "cam.pool.npz")
+    assert pool.noise["method"] == "jpeg-multiframe-dct" and pool.noise["frames_used"] == 8 and pool.noise["codec"] == "jpeg"
+    assert abs(pool.noise["sigma"] - 5.0) <= 0.5, pool.noise
+    assert len(pool.noise_patches) == 0 and pool.gaussian_sigmas == pytest.approx((pool.noise["sigma"],) * 3)
+    assert re.search(r"sensor noise\s+│\s+σ [45]\.\d\d per channel \(jpeg-multiframe-dct, 8 frames, jpeg\)", result.stdout), result.stdout
+    shown = runner.invoke(app, ["calibrate", "--show", str(tmp_path / "cam.pool.npz")])
+    assert "jpeg-multiframe-dct" in shown.stdout and "{" not in shown.stdout
+
+
 def test_interrupted_calibration_resumes_with_its_finished_kernels_and_ends_with_the_same_pool(
     astronaut: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

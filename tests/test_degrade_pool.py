@@ -149,6 +149,60 @@ def test_noise_patches_of_sigma_8_give_an_output_std_of_8_on_flat_grey() -> None
     assert pool.summary()["noise_sigma"]["mean"] == pytest.approx(8.0, rel=0.03)
 
 
+SENSOR_6 = {"sigma": 6.0, "sigma_per_channel": [6.0, 6.0, 6.0], "upper_bound": None, "method": "jpeg-multiframe-dct",
+            "frames_used": 8, "codec": "jpeg", "textured_frames_rejected": 0}
+
+
+def test_a_measured_sensor_sigma_is_added_before_the_jpeg_step(astronaut: np.ndarray) -> None:
+    """No noise patches (compressed footage has none) but a measured σ: Gaussian noise of that σ,
+    then the rounding, then JPEG, in that order, from the same draws."""
+    pool = DegradationPool(gaussian_kernels([(1.0, 1.0), (1.5, 1.5)]), np.zeros((0, 32, 32, 3), np.float32), 40.0,
+                           jpeg_prob=1.0, noise=SENSOR_6)
+    out = pool.degrade(astronaut, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    kernel = int(rng.integers(2))
+    lr = blur_downsample(astronaut, pool.kernels[kernel], 4) + rng.standard_normal((128, 128, 3)) * 6.0
+    noisy = np.clip(np.rint(lr), 0, 255).astype(np.uint8)
+    assert rng.random() < 1.0
+    expected = cv2.imdecode(cv2.imencode(".jpg", noisy[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 40])[1], cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert out.kernel_index == kernel and out.jpeg and np.array_equal(out.lr, expected)
+    grey = DegradationPool(delta(5), np.zeros((0, 32, 32, 3), np.float32), None, noise=SENSOR_6)
+    flat = grey.apply(np.full((256, 256, 3), 128, np.uint8), np.random.default_rng(0)).astype(np.float64)
+    assert flat.std() == pytest.approx(6.0, rel=0.05)
+    assert grey.noise_model.startswith("Gaussian σ 6.00, 6.00, 6.00 (R, G, B) before JPEG")
+
+
+def test_only_a_bound_injects_the_bound_and_unknown_noise_injects_none() -> None:
+    bound = dict(SENSOR_6, sigma=None, sigma_per_channel=None, upper_bound=9.0, method="h264-synthesis")
+    pool = DegradationPool(delta(5), np.zeros((0, 32, 32, 3), np.float32), None, noise=bound)
+    assert pool.gaussian_sigmas == (9.0, 9.0, 9.0) and "σ bound 9.00" in pool.noise_model
+    assert "σ ≤ 9.00" in pool.summary()["sensor_noise"]
+    unknown = DegradationPool(delta(5), np.zeros((0, 32, 32, 3), np.float32), None)
+    assert unknown.gaussian_sigmas is None and "unknown" in unknown.noise_model
+    hr = np.full((64, 64, 3), 90, np.uint8)
+    assert np.array_equal(unknown.apply(hr, np.random.default_rng(0)), np.full((16, 16, 3), 90, np.uint8))
+
+
+def test_a_version_1_pool_still_loads_with_its_sensor_noise_unknown(realistic_pool: DegradationPool, tmp_path: Path) -> None:
+    path = tmp_path / "old.pool.npz"
+    realistic_pool.save(path)
+
+    def as_version_1(header: dict) -> None:
+        header["version"] = 1
+        del header["noise"]
+
+    _with_header(as_version_1)(path)
+    pool = DegradationPool.load(path)
+    assert pool.noise is None and np.array_equal(pool.kernels, realistic_pool.kernels)
+    assert pool.summary()["sensor_noise"].startswith("unknown (a pool made before cctvsr measured it")
+
+
+def test_the_sensor_noise_round_trips_through_the_file(tmp_path: Path) -> None:
+    pool = DegradationPool(delta(5), np.zeros((0, 32, 32, 3), np.float32), 50.0, noise=SENSOR_6)
+    pool.save(tmp_path / "p.pool.npz")
+    assert DegradationPool.load(tmp_path / "p.pool.npz").noise == SENSOR_6
+
+
 # --- the file -----------------------------------------------------------------------------------
 
 
@@ -244,7 +298,7 @@ BAD_FILES = {
     "object array": (_with_members(kernels=np.array([np.zeros(3), "x"], dtype=object)), "Python objects"),
     "no header": (_with_members(header=None), "no 'header' array"),
     "wrong format": (_with_header(lambda h: h.update(format="something-else")), "not a cctvsr degradation pool"),
-    "version 2": (_with_header(lambda h: h.update(version=2)), "made by a newer cctvsr"),
+    "newer version": (_with_header(lambda h: h.update(version=POOL_VERSION + 1)), "made by a newer cctvsr"),
     "version 0": (_with_header(lambda h: h.update(version=0)), "unknown pool version"),
     "missing kernels": (_with_members(kernels=None), "missing array 'kernels'"),
     "missing noise": (_with_members(noise_patches=None), "missing array 'noise_patches'"),
@@ -258,6 +312,8 @@ BAD_FILES = {
     "quality 130": (_with_header(lambda h: h.update(jpeg_quality=130)), "JPEG quality 130"),
     "prob 2": (_with_header(lambda h: h.update(jpeg_prob=2)), "JPEG probability 2"),
     "scale 0": (_with_header(lambda h: h.update(scale=0)), "scale 0"),
+    "sensor σ -1": (_with_header(lambda h: h.update(noise={"sigma": -1.0})), "noise sigma -1.0"),
+    "sensor σ per channel": (_with_header(lambda h: h.update(noise={"sigma_per_channel": [1, 2]})), "sigma_per_channel"),
 }
 
 

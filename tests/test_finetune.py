@@ -249,6 +249,25 @@ def test_config_file_sets_options_and_flags_win(pool_file: Path, faces_dir: Path
     assert (settings["iters"], settings["seed"], settings["learning_rate"], settings["lr_patch"]) == (1, 7, 3e-4, 16)
 
 
+def test_a_pool_with_only_a_measured_sigma_trains_on_that_noise_before_jpeg_and_says_so(
+    pool: DegradationPool, faces_dir: Path, tmp_path: Path
+) -> None:
+    sensor = {"sigma": 6.0, "sigma_per_channel": [6.0, 6.0, 6.0], "upper_bound": None, "method": "codec-synthesis",
+              "frames_used": 16, "codec": "h264", "textured_frames_rejected": 0}
+    measured = replace(pool, noise_patches=np.zeros((0, 32, 32, 3), np.float32), noise=sensor)
+    dataset = PairDataset(_faces(faces_dir), replace(measured, jpeg_prob=0.0), lr_patch=32, batch_size=4, seed=5)
+    pair = dataset.pair(0, 0)
+    clean = blur_downsample(pair.hr, measured.kernels[pair.kernel_index], 4)
+    assert (pair.lr - clean).std() == pytest.approx(6.0, rel=0.1)  # the pool's σ reaches the training pairs
+    measured.save(tmp_path / "measured.pool.npz")
+    out = tmp_path / "model"
+    result = _finetune_cli(tmp_path / "measured.pool.npz", faces_dir, out, "--stage", "pixel", "--iters", "1", "--batch-size", "2", "--lr-patch", "16")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "config.json").read_text())["pool"]["noise"]
+    assert recorded.startswith("Gaussian σ 6.00, 6.00, 6.00 (R, G, B) before JPEG (codec-synthesis)")
+    assert "camera noise: Gaussian σ 6.00" in result.stderr
+
+
 def test_unknown_config_key_is_refused_with_one_line(pool_file: Path, faces_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text("learnin_rate = 1e-3\n")

@@ -1,10 +1,14 @@
 """The degradation pool: what `calibrate` learned about a camera, as one versioned file, and the
 function that degrades HR training faces the same way (I_LR = (I_HR ∗ k)↓s + n + c).
 
-File format (version 1): one uncompressed `.npz` (numpy's zip of `.npy` members, no pickles):
+File format (version 2): one uncompressed `.npz` (numpy's zip of `.npy` members, no pickles):
 
 * `header`: UTF-8 JSON as a 1-D uint8 array: `{"format": "cctvsr-degradation-pool",
-  "version": 1, "scale": 4, "jpeg_quality": 31.2 | null, "jpeg_prob": 0.9, "metadata": {...}}`;
+  "version": 2, "scale": 4, "jpeg_quality": 31.2 | null, "jpeg_prob": 0.9, "noise": {...} | null,
+  "metadata": {...}}`; `noise` is the camera's sensor noise as measured before compression
+  (`cctvsr.degrade.sensor_noise.NoiseEstimate.header()`: sigma, sigma_per_channel, upper_bound,
+  method, frames_used, codec, textured_frames_rejected, …), null where unknown (every version-1
+  pool, which still loads);
 * `kernels`: (K, S, S) float32, S odd, each sums to 1, centre of mass on the centre pixel, HR pixels;
 * `noise_patches`: (M, P, P, 3) float32, zero-mean per channel, LR pixels, 0–255 scale (M may be 0).
 
@@ -37,7 +41,7 @@ from cctvsr.fsutil import atomic_path
 from cctvsr.images import write_png
 
 POOL_FORMAT = "cctvsr-degradation-pool"
-POOL_VERSION = 1
+POOL_VERSION = 2
 KERNEL_SUM_TOLERANCE = 1e-3
 NOISE_MEAN_TOLERANCE = 0.01  # grey levels; patches are zero-mean per channel up to float rounding
 BORDER = cv2.BORDER_REFLECT_101  # mirror without repeating the edge pixel (numpy's "reflect")
@@ -140,6 +144,7 @@ class DegradationPool:
     jpeg_prob: float = 0.9
     scale: int = 4
     metadata: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable provenance
+    noise: dict[str, Any] | None = None  # the measured sensor noise (NoiseEstimate.header()); None: unknown
 
     def __post_init__(self) -> None:
         for name in _ARRAYS:
@@ -153,6 +158,7 @@ class DegradationPool:
             _kernel_problem(self.kernels)
             or _noise_problem(self.noise_patches)
             or _scalar_problem(self.jpeg_quality, self.jpeg_prob, self.scale)
+            or _sensor_noise_problem(self.noise)
         )
         if problem:
             raise ValueError(f"invalid DegradationPool: {problem}")
@@ -167,6 +173,7 @@ class DegradationPool:
             "scale": self.scale,
             "jpeg_quality": self.jpeg_quality,
             "jpeg_prob": self.jpeg_prob,
+            "noise": self.noise,
             "metadata": self.metadata,
         }
         try:
@@ -194,11 +201,12 @@ class DegradationPool:
             if arrays[name].dtype != np.float32:
                 raise fail(f"array '{name}' is {arrays[name].dtype}, expected float32")
         jpeg_quality, jpeg_prob = header.get("jpeg_quality"), header.get("jpeg_prob")
-        scale, metadata = header.get("scale"), header.get("metadata", {})
+        scale, metadata, noise = header.get("scale"), header.get("metadata", {}), header.get("noise")
         problem = (
             _kernel_problem(arrays["kernels"])
             or _noise_problem(arrays["noise_patches"])
             or _scalar_problem(jpeg_quality, jpeg_prob, scale)
+            or _sensor_noise_problem(noise)
             or (None if isinstance(metadata, dict) else "header 'metadata' is not a JSON object")
         )
         if problem:
@@ -210,6 +218,7 @@ class DegradationPool:
             jpeg_prob=jpeg_prob,
             scale=scale,
             metadata=metadata,
+            noise=noise,
         )
 
     # --- degrading ------------------------------------------------------------------------------
@@ -222,9 +231,11 @@ class DegradationPool:
         """`apply`, also saying which kernel was drawn and whether JPEG ran (the training data's
         alignment is checked against the very kernel each pair was made with).
 
-        Draws, in this order: a kernel; a noise mosaic (see `_noise`); whether to compress.
-        Blur and sampling as in `blur_downsample`; noise added in float, then rounded and clipped
-        to 0–255; then JPEG at round(jpeg_quality) with probability `jpeg_prob`.
+        Draws, in this order: a kernel; a noise mosaic (see `_noise`), or where the pool has no
+        noise patches but a measured sensor σ, Gaussian noise of that σ per channel; whether to
+        compress. Blur and sampling as in `blur_downsample`; noise added in float, then rounded and
+        clipped to 0–255; then JPEG at round(jpeg_quality) with probability `jpeg_prob`: the noise
+        goes in before the compression, as the camera's does.
         """
         s = self.scale
         if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] != 3:
@@ -235,11 +246,37 @@ class DegradationPool:
         lr = blur_downsample(hr, self.kernels[kernel_index], s)
         if len(self.noise_patches):
             lr += self._noise(lr.shape[:2], rng)
+        elif self.gaussian_sigmas is not None:
+            lr += rng.standard_normal(lr.shape) * np.asarray(self.gaussian_sigmas)
         out = np.clip(np.rint(lr), 0, 255).astype(np.uint8)
         jpeg = self._wants_jpeg(rng)
         if jpeg:
             out = jpeg_roundtrip(out, self.jpeg_quality_int)
         return Degraded(lr=out, kernel_index=kernel_index, jpeg=jpeg)
+
+    @property
+    def gaussian_sigmas(self) -> tuple[float, float, float] | None:
+        """Per-channel σ of the Gaussian noise `degrade` adds when the pool has no noise patches:
+        the measured σ, or where only a bound is known, the bound; None where nothing is known."""
+        if not self.noise:
+            return None
+        per_channel = self.noise.get("sigma_per_channel")
+        if per_channel is not None:
+            return tuple(float(v) for v in per_channel)  # type: ignore[return-value]
+        level = self.noise.get("sigma")
+        level = self.noise.get("upper_bound") if level is None else level
+        return None if level is None else (float(level),) * 3
+
+    @property
+    def noise_model(self) -> str:
+        """How `degrade` adds noise, for the run records of finetune and evaluate."""
+        if len(self.noise_patches):
+            return f"{len(self.noise_patches)} noise patches (smooth-patch rule)"
+        sigmas = self.gaussian_sigmas
+        if sigmas is None:
+            return "none: the pool's sensor noise is unknown" if self.noise is None else "none: the sensor noise could not be measured"
+        what = "σ" if self.noise.get("sigma") is not None else "σ bound"  # type: ignore[union-attr]
+        return f"Gaussian {what} {', '.join(f'{v:.2f}' for v in sigmas)} (R, G, B) before JPEG ({self.noise.get('method')})"  # type: ignore[union-attr]
 
     @property
     def jpeg_quality_int(self) -> int:
@@ -283,6 +320,7 @@ class DegradationPool:
             "noise_patches": int(len(self.noise_patches)),
             "noise_patch_size": int(self.noise_patches.shape[1]),
             "noise_sigma": _stats(sigma) if sigma.size else None,
+            "sensor_noise": _describe_sensor_noise(self.noise),
             "jpeg_quality": self.jpeg_quality,
             "jpeg_prob": self.jpeg_prob,
         }
@@ -332,6 +370,38 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
             except _READ_ERRORS as exc:
                 raise PoolFormatError(f"{path}: damaged array '{name}' ({_first_line(exc)})") from None
     return arrays
+
+
+def _sensor_noise_problem(noise: Any) -> str | None:
+    """What is wrong with a header's `noise` entry (None: nothing; a missing entry is 'unknown')."""
+    if noise is None:
+        return None
+    if not isinstance(noise, dict):
+        return "header 'noise' is not a JSON object"
+    for key in ("sigma", "upper_bound"):
+        value = noise.get(key)
+        if value is not None and (not _is_number(value) or not 0 <= value < 256):
+            return f"header noise {key} {value!r} is not a σ between 0 and 255"
+    per_channel = noise.get("sigma_per_channel")
+    if per_channel is not None and (
+        not isinstance(per_channel, list) or len(per_channel) != 3 or not all(_is_number(v) and 0 <= v < 256 for v in per_channel)
+    ):
+        return f"header noise sigma_per_channel {per_channel!r} is not three σ between 0 and 255"
+    return None
+
+
+def _describe_sensor_noise(noise: dict[str, Any] | None) -> str:
+    """The measured sensor noise as `--show` prints it."""
+    if noise is None:
+        return "unknown (a pool made before cctvsr measured it: run calibrate again)"
+    how = f"{noise.get('method')}, {noise.get('frames_used')} frames, {noise.get('codec') or 'uncompressed'}"
+    if noise.get("textured_frames_rejected"):
+        how += f", {noise['textured_frames_rejected']} textured frames refused"
+    if noise.get("sigma") is not None:
+        return f"σ {noise['sigma']:.2f} per channel ({how})"
+    if noise.get("upper_bound") is not None:
+        return f"σ ≤ {noise['upper_bound']:.2f}: below what the codec leaves measurable ({how})"
+    return f"not measured: {noise.get('note') or 'no usable frames'} ({how})"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -60,7 +60,8 @@ class Protocol:
 
     def describe(self) -> str:
         if self.name == "pool":
-            return f"pool: the site's degradation ({self.kernel_source}), seed {self.seed}"
+            assert self.pool is not None
+            return f"pool: the site's degradation ({self.kernel_source}; noise: {self.pool.noise_model}), seed {self.seed}"
         return (
             f"paper: kernel ({self.kernel_source}) + Gaussian noise σ {PAPER_NOISE_SIGMA:g} + JPEG {PAPER_JPEG_QUALITY}, "
             f"seed {self.seed}"

@@ -306,10 +306,10 @@ def run(
         sources, out, options, detector=detector, on_stage=on_stage, on_step=on_step,
         on_kernel_iteration=on_kernel_iteration,
     )
-    if summary.noise_sigma is None:
+    if summary.pool.gaussian_sigmas is None and summary.noise_sigma is None:
+        why = (summary.pool.noise or {}).get("note") or "no method applies to this footage"
         summary.warnings.append(
-            "no noise patch found: the paper's smooth-patch rule finds none in compressed or textured footage, so "
-            "finetune will train without this camera's noise"
+            f"the camera's noise could not be measured ({why}), so finetune will train without it"
         )
     return summary
 
@@ -339,6 +339,7 @@ def estimate_pool(
     `options.workers()` processes estimate kernels side by side (the kernels do not depend on it)."""
     import numpy as np
 
+    from cctvsr.degrade.camera_noise import measure_camera_noise
     from cctvsr.degrade.jpeg import estimate_compression
     from cctvsr.degrade.kernels import KernelEstimate, estimate_kernels
     from cctvsr.degrade.noise import NoisePatchCollector
@@ -371,6 +372,10 @@ def estimate_pool(
         collector.add(region)
         on_step(done)
     noise = collector.patches(options.max_noise_patches, np.random.default_rng(options.seed))
+    patch_sigma = float(np.sqrt(np.mean(noise.astype(np.float64) ** 2, axis=(1, 2, 3))).mean()) if len(noise) else None
+    on_stage("sensor noise", 1)
+    sensor = measure_camera_noise(sources, patch_sigma=patch_sigma, patches_frames=len(frames))
+    on_step(1)
     times.noise = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -429,6 +434,7 @@ def estimate_pool(
         jpeg_quality=compression.quality,
         jpeg_prob=options.jpeg_prob,
         metadata=metadata,
+        noise=sensor.header(),
     )
     pool.save(out)
     checkpoint.discard()

@@ -301,6 +301,7 @@ def prepare(
     train_faces, val_faces = split_faces(found, options.val_fraction, first.seed)
     train_faces = augment(train_faces, first.lr_patch * pool.scale)
     message(f"{len(train_faces)} training faces after augmentation, {len(val_faces)} validation faces")
+    message(f"camera noise: {pool.noise_model}")
     return PreparedRun(settings, pool, sha256_file(options.pool), init, plans, found, train_faces, val_faces, device)
 
 
@@ -349,7 +350,8 @@ def train(prepared: PreparedRun, hooks: FinetuneHooks | None = None) -> Finetune
     final = results["gan"] if "gan" in results else results["pixel"]
     metadata = {
         "stage": options.stage,
-        "pool": {"path": str(options.pool), "sha256": prepared.pool_sha, "jpeg_prob": pool.jpeg_prob, "jpeg_quality": pool.jpeg_quality},
+        "pool": {"path": str(options.pool), "sha256": prepared.pool_sha, "jpeg_prob": pool.jpeg_prob, "jpeg_quality": pool.jpeg_quality,
+                 "noise": pool.noise_model},
         "init": {"name": init.name, "sha256": init.sha256, "source": init.source},
         "parameters": {stage: s.to_json() for stage, s in plans.items()} | {"perceptual": perceptual_name},
         "metrics": {o.stage: {"best": asdict(o.best), **o.reference} for o in outcomes},
