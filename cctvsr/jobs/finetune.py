@@ -340,6 +340,8 @@ def train(prepared: PreparedRun, hooks: FinetuneHooks | None = None) -> Finetune
         hooks.stage_started(stage, trainer.step, settings.iters)
         dataset = PairDataset(prepared.train_faces, pool, settings.lr_patch, settings.batch_size, settings.seed)
         val_pairs = validation_pairs(prepared.val_faces, pool, settings.lr_patch, settings.seed)
+        if trainer.step == 0 and not trainer.reference:  # a full-size model takes minutes here: say so
+            hooks.message(f"{stage} stage: measuring the starting model and bicubic on {len(val_pairs)} validation pairs first")
         run = StageRun(folder, options.val_every, options.save_every, options.workers, hooks.stage)
         best = run_stage(trainer, dataset, val_pairs, run)
         results[stage] = load_file(str(folder / "best.safetensors"))

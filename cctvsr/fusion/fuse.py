@@ -1,0 +1,289 @@
+"""fuse_track: a face track's crops in, one reconstructed face (×4 and ×1) and its record out.
+
+Plain data both ways, so `enhance` (or a test) can call it without files: the result holds the
+images, which frames were used and which were rejected and why, the registration residuals, the
+parameters that re-create it, and the numbers of the run-time safety check — the fused face,
+degraded again by the estimated blur and sampling, must explain the registered frames better than
+the bicubic enlargement of the best single frame does; otherwise it is not to be shown.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from cctvsr.errors import InputError
+from cctvsr.fusion.grid import GRID, hr_coords, luma, rgb_to_ycc, ycc_to_rgb
+from cctvsr.fusion.reconstruct import ForwardModel, MapSettings, camera_psf, map_reconstruct, predict, trimmed_mean
+from cctvsr.fusion.reference import choose_reference, quality_scores, spread_best
+from cctvsr.fusion.register import Registration, register, warp_to_reference
+
+METHOD = "multi-frame reconstruction: ECC affine + DIS flow registration, Huber/bilateral-TV MAP on a ×4 grid"
+MIN_SIDE = 8  # LR px: below this there is nothing to register
+DEFAULT_BLUR_SIGMA = 0.5  # LR px, used when the footage's blur is not known (a typical CCTV lens + demosaic)
+DELTA_PER_SIGMA = 1.5  # Huber threshold in units of the effective luma noise (tuned on the tuning faces)
+LAMBDA_PER_SIGMA2 = 0.002  # bilateral-TV weight per (effective luma noise)² (tuned on the tuning faces)
+MIN_SIGMA = 1.0  # grey levels: even clean footage has quantisation and model error
+RESIDUAL_FACTOR = 2.5  # a registered frame whose residual exceeds this × the track median is rejected
+RESIDUAL_FLOOR_PER_SIGMA = 1.0  # ... unless it is below this × the effective luma noise
+LUMA_PER_CHANNEL = math.sqrt(0.299**2 + 0.587**2 + 0.114**2)  # σ of luma for i.i.d. RGB noise of σ 1
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Everything that, with the same crops, re-creates the result (goes into the manifest)."""
+
+    method: str
+    grid: int
+    blur_sigma: float
+    blur_kernel_given: bool
+    noise_sigma: float
+    noise_source: str  # "given" or "per-track estimate"
+    jpeg_quality: int | None
+    effective_sigma: float  # luma grey levels: noise and compression together, what the strengths follow
+    huber_delta: float
+    btv_lambda: float
+    steps: int
+    max_frames: int
+    min_frames: int
+    use_flow: bool
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One input frame's fate: used, or rejected with the reason."""
+
+    index: int
+    used: bool
+    reason: str = ""
+    residual: float | None = None
+    correlation: float | None = None
+    flow: bool = False
+
+
+@dataclass(frozen=True)
+class ConsistencyCheck:
+    """RMS (luma grey levels) by which each candidate, re-degraded, misses the registered frames."""
+
+    fused_rms: float
+    bicubic_rms: float
+    best_index: int
+
+    @property
+    def consistent(self) -> bool:
+        return self.fused_rms < self.bicubic_rms
+
+
+@dataclass
+class FusionResult:
+    """The stage's output. fused_x4/fused_x1 are None when no fused face may be shown (`reason` says why)."""
+
+    fused_x4: np.ndarray | None
+    fused_x1: np.ndarray | None
+    reference: int | None
+    frames: list[FrameRecord]
+    params: FusionParams | None
+    check: ConsistencyCheck | None = None
+    reason: str = ""
+    seconds: float = 0.0
+    registrations: dict[int, Registration] = field(default_factory=dict, repr=False)
+
+    @property
+    def used(self) -> list[int]:
+        return [f.index for f in self.frames if f.used]
+
+    @property
+    def rejected(self) -> dict[int, str]:
+        return {f.index: f.reason for f in self.frames if not f.used}
+
+    @property
+    def residuals(self) -> dict[int, float]:
+        return {f.index: f.residual for f in self.frames if f.residual is not None}
+
+    @property
+    def consistent(self) -> bool:
+        return self.check is not None and self.check.consistent
+
+    @property
+    def ok(self) -> bool:
+        return self.fused_x4 is not None
+
+    def manifest(self) -> dict:
+        """JSON-ready record: frames used and rejected (why), residuals, parameters, the check."""
+        return {
+            "fused": self.ok,
+            "reason": self.reason,
+            "reference": self.reference,
+            "frames_used": self.used,
+            "frames_rejected": {str(k): v for k, v in self.rejected.items()},
+            "residuals": {str(k): round(v, 3) for k, v in self.residuals.items() if math.isfinite(v)},
+            "params": asdict(self.params) if self.params else None,
+            "check": None if self.check is None else {**asdict(self.check), "consistent": self.check.consistent},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _check_crops(crops: list[np.ndarray]) -> None:
+    if not crops:
+        raise InputError("fuse_track needs at least one crop")
+    shape = crops[0].shape
+    for i, c in enumerate(crops):
+        if not isinstance(c, np.ndarray) or c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
+            raise InputError(f"crop {i} must be a uint8 RGB array (H, W, 3)")
+        if c.shape != shape:
+            raise InputError(f"crops must share one shape (cut around one common box): crop {i} is {c.shape}, crop 0 {shape}")
+    if min(shape[:2]) < MIN_SIDE:
+        raise InputError(f"crops of {shape[1]}×{shape[0]} px are too small to register (need {MIN_SIDE} px)")
+
+
+def estimate_noise(grey: np.ndarray) -> float:
+    """Immerkær's (1996) fast σ estimate from the Laplacian-difference residual, grey levels."""
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = cv2.filter2D(grey.astype(np.float32), -1, k)[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * np.mean(np.abs(r)) / 6)
+
+
+def compression_sigma(jpeg_quality: int | None) -> float:
+    """Luma RMS error JPEG adds at this quality (IJG scale), grey levels; 0 when unknown or none."""
+    if jpeg_quality is None:
+        return 0.0
+    q = min(max(int(jpeg_quality), 1), 100)
+    scale = 5000 / q if q < 50 else 200 - 2 * q
+    return 0.04 * scale
+
+
+def strengths(effective_sigma: float) -> tuple[float, float]:
+    """Huber threshold and bilateral-TV weight from the footage's effective noise, nothing else."""
+    s = max(effective_sigma, MIN_SIGMA)
+    return DELTA_PER_SIGMA * s, LAMBDA_PER_SIGMA2 * s * s
+
+
+def _no_output(reason: str, records: list[FrameRecord], start: float, reference: int | None = None, params: FusionParams | None = None) -> FusionResult:
+    return FusionResult(None, None, reference, records, params, reason=reason, seconds=time.perf_counter() - start)
+
+
+def fuse_track(
+    crops: list[np.ndarray],
+    *,
+    blur_sigma: float | None = None,
+    blur_kernel: np.ndarray | None = None,
+    noise_sigma: float | None = None,
+    jpeg_quality: int | None = None,
+    max_frames: int = 16,
+    min_frames: int = 4,
+    best_index: int | None = None,
+    use_flow: bool = True,
+    steps: int = 30,
+) -> FusionResult:
+    """Fuse a track's face crops (uint8 RGB, one shape, cut around one common box, in track order).
+
+    blur_sigma: the camera's lens blur in LR px (Gaussian), or blur_kernel on the ×4 grid;
+    noise_sigma: per-channel sensor noise (grey levels) estimated from the footage, else estimated
+    from this track; jpeg_quality: the footage's estimated JPEG quality (None: not JPEG);
+    best_index: the frame shown as the track's best, for the safety check (default: the reference).
+    """
+    start = time.perf_counter()
+    _check_crops(crops)
+    n = len(crops)
+    if n < min_frames:
+        records = [FrameRecord(i, False, f"track has {n} frames, fewer than the {min_frames} fusion needs") for i in range(n)]
+        return _no_output(f"{n} frames < {min_frames} (min_frames)", records, start)
+    greys = [luma(c) for c in crops]
+    chosen = spread_best(quality_scores(greys), max_frames)
+    ref = chosen[choose_reference([greys[i] for i in chosen])]
+    shape = greys[ref].shape
+
+    if noise_sigma is None:
+        noise_source, noise = "per-track estimate", float(np.median([estimate_noise(greys[i]) for i in chosen])) / LUMA_PER_CHANNEL
+    else:
+        noise_source, noise = "given", float(noise_sigma)
+    eff = math.hypot(noise * LUMA_PER_CHANNEL, compression_sigma(jpeg_quality))
+    delta, lam = strengths(eff)
+    sigma = DEFAULT_BLUR_SIGMA if blur_sigma is None else float(blur_sigma)
+    params = FusionParams(METHOD, GRID, sigma, blur_kernel is not None, round(noise, 3), noise_source, jpeg_quality,
+                          round(eff, 3), round(delta, 3), round(lam, 5), steps, max_frames, min_frames, use_flow)
+
+    regs: dict[int, Registration] = {}
+    records: dict[int, FrameRecord] = {i: FrameRecord(i, False, f"not among the {max_frames} frames chosen (max_frames)") for i in range(n) if i not in chosen}
+    for i in chosen:
+        if i == ref:
+            regs[i] = Registration(np.eye(2, 3), None, 0.0, 1.0, True)
+            continue
+        regs[i] = register(greys[ref], greys[i], use_flow=use_flow)
+    others = [regs[i].residual for i in chosen if i != ref and regs[i].ok]
+    limit = max(RESIDUAL_FACTOR * float(np.median(others)) if others else math.inf, RESIDUAL_FLOOR_PER_SIGMA * eff)
+    for i in chosen:
+        r = regs[i]
+        reason = r.reason
+        if r.ok and i != ref and r.residual > limit:
+            reason = f"registration residual {r.residual:.1f} > {limit:.1f} grey levels"
+        records[i] = FrameRecord(i, not reason, reason, round(r.residual, 4) if math.isfinite(r.residual) else r.residual,
+                                 round(r.correlation, 4), r.flow is not None)
+    frames = [records[i] for i in range(n)]
+    used = [i for i in chosen if records[i].used]
+    if len(used) < min_frames:
+        return _no_output(f"only {len(used)} frames registered, fewer than {min_frames} (min_frames)", frames, start, ref, params)
+
+    ycc = [rgb_to_ycc(crops[i]) for i in used]
+    warped = [warp_to_reference(im, regs[i], shape, lr=False) for i, im in zip(used, ycc)]
+    stack = np.stack([w for w, _ in warped])
+    valid = np.stack([v for _, v in warped])[..., None].repeat(3, axis=-1)
+    init = trimmed_mean(stack, valid)
+
+    psf = camera_psf(sigma, blur_kernel)
+    positions = [regs[i].from_frame_lr(shape) for i in used]
+    model = ForwardModel(psf, positions, init.shape[:2])
+    settings = MapSettings(delta=delta, lam=lam, steps=steps)
+    with _threads(1):
+        y4 = map_reconstruct([y[..., 0] for y in ycc], model, init[..., 0], settings)
+        fused_ycc = np.dstack([y4, init[..., 1], init[..., 2]])
+        ref_model = ForwardModel(psf, [_identity_positions(shape)], init.shape[:2])
+        x1 = np.dstack([predict(ref_model, fused_ycc[..., c])[0] for c in range(3)])
+        check = _consistency(model, [y[..., 0] for y in ycc], y4, crops, regs, shape, used, ref if best_index is None else best_index)
+    fused_x4 = ycc_to_rgb(fused_ycc)
+    fused_x1 = ycc_to_rgb(x1)
+    reason = "" if check.consistent else (
+        f"fused face explains the frames worse than bicubic of frame {check.best_index} "
+        f"({check.fused_rms:.2f} vs {check.bicubic_rms:.2f} grey levels)")
+    return FusionResult(fused_x4 if check.consistent else None, fused_x1 if check.consistent else None, ref, frames, params,
+                        check, reason, time.perf_counter() - start, regs)
+
+
+def _identity_positions(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = hr_coords(*shape)
+    return GRID * x + (GRID - 1) / 2, GRID * y + (GRID - 1) / 2
+
+
+def _rms(pred: np.ndarray, frames: list[np.ndarray], inside: np.ndarray) -> float:
+    d = (pred - np.stack(frames)) * inside
+    return float(np.sqrt((d**2).sum() / max(inside.sum(), 1)))
+
+
+def _consistency(model: ForwardModel, frames: list[np.ndarray], y4: np.ndarray, crops: list[np.ndarray],
+                 regs: dict[int, Registration], shape: tuple[int, int], used: list[int], best: int) -> ConsistencyCheck:
+    """Re-degrade the fused face and the bicubic ×4 of the best frame into every used frame."""
+    best_reg = regs.get(best)
+    if best_reg is None or not best_reg.ok:
+        best_reg = Registration(np.eye(2, 3), None, 0.0, 1.0, True) if best not in regs else best_reg
+    bicubic, _ = warp_to_reference(luma(crops[best]), best_reg, shape, lr=False)
+    inside = model.inside.numpy()
+    return ConsistencyCheck(_rms(predict(model, y4), frames, inside), _rms(predict(model, bicubic), frames, inside), best)
+
+
+class _threads:
+    """Run torch on n threads inside the block: a track is small, and callers run tracks in parallel."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.old)
