@@ -27,10 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sr_throughput import (  # noqa: E402  (a sibling script, not a package)
-    DEFAULT_FACES_DIR, DEFAULT_SIZES, QUICK_SIZES, Bench, Measurement, cpu_model, fmt_db, joint_psnr, load_face_squares,
+    DEFAULT_FACES_DIR, DEFAULT_SIZES, QUICK_SIZES, Bench, Measurement, fmt_db, joint_psnr, load_face_squares,
     log, make_crops, parse_sizes, table,
 )
 
+from cctvsr.device import describe_cpu  # noqa: E402
 from cctvsr.sr.backends import create_resolver  # noqa: E402
 from cctvsr.sr.onnx_runtime import CPU_EP, usable_providers  # noqa: E402
 from cctvsr.sr.tensorrt import tensorrt_status  # noqa: E402
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Backends benchmark (SuperResolver.upscale, same crops, one run)")
     print(f"model: {args.model}; faces: {note}")
     print(f"crops: {len(crops)}, sizes {','.join(map(str, sizes))} px; {args.repeats} timed pass(es) after one warm-up, round-robin")
-    print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    print(f"cpu: {describe_cpu()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
     print(f"onnxruntime providers usable here: {', '.join(usable_providers())}; tensorrt: {tensorrt_status()[1]}")
 
     bench_cpu, bench_gpu = Bench(torch.device("cpu")), Bench(torch.device("cuda" if gpu else "cpu"))

@@ -28,7 +28,6 @@ Run:  .venv/bin/python benchmarks/detect_recall.py           (≈ 10 min on an i
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cctvsr.device import describe_cpu  # noqa: E402
 from cctvsr.faces.centerface import CenterFaceDetector  # noqa: E402
 from cctvsr.faces.detect import DEFAULT_MIN_FACE, MtcnnDetector, create_detector  # noqa: E402
 from cctvsr.faces.detections import FaceDetections  # noqa: E402
@@ -207,17 +207,6 @@ def time_per_frame(detect: Callable[[np.ndarray], FaceDetections], frames: list[
     return (time.perf_counter() - start) / len(frames) * 1000
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "?"
-    flags = next((line for line in lines if line.startswith("flags")), "").split()
-    kind = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bf16"
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-    return f"{name} ({kind})"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the frames; the no-face clip's first 400 frames")
@@ -225,7 +214,7 @@ def main() -> int:
     if not VIDEO.is_dir():
         print(f"error: {VIDEO} not found: this benchmark needs the shared real footage", file=sys.stderr)
         return 2
-    print(f"CPU: {cpu_model()}")
+    print(f"CPU: {describe_cpu()}")
     default, message = create_detector("centerface")  # what `enhance` runs without an InsightFace pack
     print(f"default: {message}")
     detectors: dict[str, Callable[[np.ndarray], FaceDetections]] = {

@@ -36,6 +36,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
+from cctvsr.device import describe_cpu
 from cctvsr.faces.select import sharpness_part
 from cctvsr.fusion import fuse_track
 
@@ -257,18 +258,6 @@ def run_one(region: np.ndarray, cond: Condition, seed: int) -> Outcome:
 # Report
 
 
-def cpu_kind() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    if "amx_bf16" in flags:
-        return "AMX"
-    if "avx512_bf16" in flags:
-        return "AVX512-BF16"
-    return "no bf16"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 faces, the bar conditions only")
@@ -294,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         results[cond.name] = outs
         g = [o.gain for o in outs]
         log(f"  {cond.name}: median {statistics.median(g):+.2f} dB (min {min(g):+.2f})")
-    print(f"fusion benchmark — {len(faces)} {'tuning' if args.tuning else 'held-out'} faces from {FACES_DIR}, CPU: {cpu_kind()}")
+    print(f"fusion benchmark — {len(faces)} {'tuning' if args.tuning else 'held-out'} faces from {FACES_DIR}, CPU: {describe_cpu()}")
     header = f"{'condition':<32} {'ΔPSNR-Y vs best':>16} {'min':>7} {'vs oracle':>10} {'ΔSSIM':>7} {'fused':>6} {'frames':>6} {'s/track':>8}"
     print(header)
     print("-" * len(header))

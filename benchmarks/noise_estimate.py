@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cctvsr.device import describe_cpu  # noqa: E402
 from cctvsr.degrade.sensor_noise import (  # noqa: E402
     NoiseEstimate,
     jpeg_multiframe_sigma,
@@ -78,18 +79,6 @@ BLURS = (0.0, 0.8, 1.5)
 SIGMAS = (0.0, 2.0, 4.0, 6.0, 10.0, 15.0)
 QUALITIES = (30, 40, 60, 80, 95)
 FRAMES = (8, 4)
-
-
-def cpu_kind() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown (no /proc/cpuinfo)"
-    if "amx_bf16" in flags:
-        return "AMX"
-    if "avx512_bf16" in flags:
-        return "AVX512-BF16"
-    return "no bf16"
 
 
 def within_bar(sigma: float, estimate: float | None, frames: int, refused_ok: bool = False) -> bool:
@@ -412,11 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     qualities = (30, 60, 95) if args.quick else QUALITIES
     crfs = (23, 30) if args.quick else CRFS
 
-    print(f"CPU: {cpu_kind()}; photos: {len(photos)}; σ {list(sigmas)}; JPEG q {list(qualities)}; CRF {list(crfs)}")
+    print(f"CPU: {describe_cpu()}; photos: {len(photos)}; σ {list(sigmas)}; JPEG q {list(qualities)}; CRF {list(crfs)}")
     verdicts: dict[str, bool] = {}
     if "jpeg" in sections:
         verdicts["JPEG sequences (8 frames: σ0 ≤ 0.3, σ2–6 ±0.5, σ≥10 ±12 %; 4 frames: ±0.6 / 15 %)"], times = jpeg_sequences(photos, sigmas, qualities)
-        print(f"time per 8-frame sequence (decode + estimate, {cpu_kind()}): median {1000 * statistics.median(times):.0f} ms, "
+        print(f"time per 8-frame sequence (decode + estimate, {describe_cpu()}): median {1000 * statistics.median(times):.0f} ms, "
               f"max {1000 * max(times):.0f} ms over {len(times)} sequences")
     if "textures" in sections:
         verdicts["textures (clean ≤ 0.5 or refused)"] = jpeg_textures(qualities)

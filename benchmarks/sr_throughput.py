@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from cctvsr.device import cpu_has_native_bf16
+from cctvsr.device import cpu_has_native_bf16, describe_cpu
 from cctvsr.metrics import psnr
 from cctvsr.sr.engine import SuperResolver
 from cctvsr.sr.weights import GeneratorWeights, load_generator_weights
@@ -423,15 +423,6 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def cpu_model() -> str:
-    """The CPU's name, so a saved report says which machine its ratios belong to."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "?"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
@@ -493,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"timing: per configuration 1 untimed warm-up pass, then {args.repeats} timed pass(es) (time.perf_counter),"
         " taken round-robin across configurations; s/pass is the fastest timed pass"
     )
-    print(f"cpu: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"cpu: {describe_cpu()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"cpu native bf16 (AMX / AVX512-BF16): {'yes' if cpu_has_native_bf16() else 'no'}"
         f" -> SuperResolver auto precision on CPU: {'bf16' if cpu_has_native_bf16() else 'fp32'}"

@@ -32,6 +32,19 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def describe_cpu() -> str:
+    """The CPU's name and its bf16 kind (AMX, AVX512-BF16 or none), so a benchmark's saved output
+    says which kind of machine its ratios belong to."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU (no /proc/cpuinfo)"
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
+    kind = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bf16"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    return f"{name} ({kind})"
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when PyTorch can use it, else the CPU; a CUDA device that is not here is
     refused now rather than failing later inside a model."""
