@@ -3,7 +3,8 @@ thread, then super-resolve → hand to a sink in the caller's thread, joined by 
 The pipeline knows no files: the sink (`cctvsr.output.writer.FaceWriter` for `enhance`) writes.
 
 Work crosses the queue in units (the faces a track releases when it ends, or one frame's faces with
-`--all-frames`), and a unit is always super-resolved as one call. That keeps the batch composition
+`--all-frames`; with fusion on, a track's end also carries its views, cut around one common box),
+and a unit is always super-resolved as one call (its faces and the track's fused ×1 face). That keeps the batch composition
 independent of thread timing, so an interrupted run resumed from its manifest produces the same
 bytes as an uninterrupted one.
 """
@@ -22,6 +23,7 @@ from cctvsr.faces.crop import FaceCrop, crop_face
 from cctvsr.faces.detections import FaceDetections, FaceDetector
 from cctvsr.faces.select import BestFaces, QualityScore, face_quality
 from cctvsr.faces.track import FaceTracker
+from cctvsr.fusion.gather import FusionSettings, TrackFusion, TrackGatherer, TrackViews, fuse_views
 from cctvsr.output.records import Sighting
 from cctvsr.prefetch import Prefetch
 from cctvsr.sr.engine import SuperResolver
@@ -42,9 +44,13 @@ class PipelineOptions:
     sampling: FrameSampling = FrameSampling()
     time_offset: float = 0.0
     reconnect: int = 3
+    fusion: FusionSettings | None = None  # None: no multi-frame fusion (--no-fuse)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if self.fusion is None:
+            del record["fusion"]  # as runs before fusion existed recorded it: those stay resumable with --no-fuse
+        return record
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,14 @@ class FaceCandidate:
 
 
 @dataclass
+class Unit:
+    """What crosses the queue: faces to super-resolve and save, and a track's views to fuse when it ended."""
+
+    faces: list[FaceCandidate]
+    views: TrackViews | None = None
+
+
+@dataclass
 class TrackLog:
     """When a track was seen and how often: what tracks.json reports, saved faces or not."""
 
@@ -85,6 +99,7 @@ class StageTimes:
     queue_wait: float = 0.0  # the producer blocked on a full queue: SR is the slower stage
     sr: float = 0.0
     write: float = 0.0
+    fuse: float = 0.0
 
 
 @dataclass
@@ -94,6 +109,7 @@ class EnhanceResult:
     faces_too_small: int = 0  # found by the detector but under its --min-face
     faces_saved: int = 0
     faces_resumed: int = 0
+    tracks_fused: int = 0  # tracks whose fused face was written
     tracks: dict[int, TrackLog] = field(default_factory=dict)
     times: StageTimes = field(default_factory=StageTimes)
     decode: DecodeStats = field(default_factory=DecodeStats)
@@ -127,6 +143,10 @@ class FaceSink(Protocol):
 
     def write(self, face: FaceCandidate, sr: np.ndarray) -> object: ...
 
+    def write_fusion(self, fusion: TrackFusion, sr: np.ndarray | None) -> object:
+        """A track's fusion outcome, with the generator's output on its ×1 fused face (None: not fused)."""
+        ...
+
 
 FrameHook = Callable[[Frame, FaceDetections], None]  # each processed frame, its detections with track_ids
 
@@ -138,7 +158,7 @@ def _when(frame: Frame) -> Sighting:
 class _Producer:
     """Decode, detect, track, score and crop; emits units of FaceCandidates on a bounded queue."""
 
-    feed: Prefetch[list[FaceCandidate]]  # the queue to the super-resolver, given to `run`
+    feed: Prefetch[Unit]  # the queue to the super-resolver, given to `run`
 
     def __init__(
         self,
@@ -156,18 +176,23 @@ class _Producer:
         self.on_frame = on_frame
         self.keeper: BestFaces[FaceCandidate] = BestFaces(None if options.all_frames else options.best)
         self.waiting: dict[int, list[FaceCandidate]] = {}  # all-frames faces of tracks still too short
+        self.gatherer = TrackGatherer(options.fusion, options.margin) if options.fusion else None
 
-    def _emit(self, unit: list[FaceCandidate]) -> None:
-        if unit:
+    def _emit(self, faces: list[FaceCandidate], views: TrackViews | None = None) -> None:
+        if faces or views is not None:
             started = time.perf_counter()
-            self.feed.put(unit)  # blocks while the super-resolver is behind
+            self.feed.put(Unit(faces, views))  # blocks while the super-resolver is behind
             self.result.times.queue_wait += time.perf_counter() - started
 
     def _release(self, track_id: int, faces: list[FaceCandidate]) -> None:
-        if self.tracker.long_enough(track_id):
-            self._emit(faces)
+        """A track ended: its kept faces and (fusion on) its views, if it lasted long enough."""
+        if not self.tracker.long_enough(track_id):
+            if self.gatherer:
+                self.gatherer.drop(track_id)
+            return
+        self._emit(faces, self.gatherer.finish(track_id) if self.gatherer else None)
 
-    def run(self, feed: Prefetch[list[FaceCandidate]]) -> None:
+    def run(self, feed: Prefetch[Unit]) -> None:
         self.feed = feed
         times, result = self.result.times, self.result
         frames: Iterator[Frame] = read_frames(
@@ -210,7 +235,10 @@ class _Producer:
             frames.close()  # type: ignore[attr-defined]
         if feed.halted() or self.tracker is None:
             return
-        for track_id, faces in sorted(self.keeper.finish_all().items()):
+        remaining = self.keeper.finish_all()
+        if self.gatherer:
+            remaining = {track_id: remaining.get(track_id, []) for track_id in {*remaining, *self.gatherer.tracks}}
+        for track_id, faces in sorted(remaining.items()):
             self._release(track_id, faces)
 
     def _select(self, frame: Frame, detections: FaceDetections) -> None:
@@ -228,6 +256,8 @@ class _Producer:
                 crop = crop_face(frame.image, box, self.options.margin)
             except InputError:  # a box wholly outside the frame: nothing to save
                 continue
+            if self.gatherer:
+                self.gatherer.add(track_id, frame.index, frame.image, box)
             quality = face_quality(frame.image, box, landmarks, score, float(detections.inside[row]))
             candidate = FaceCandidate(track_id, frame.index, frame.pts, frame.wall_time, box.copy(), landmarks.copy(), score, quality, crop)
             for face in self.keeper.add(track_id, frame.index, quality.total, candidate):
@@ -253,29 +283,51 @@ def run_enhance(
     *,
     make_tracker: Callable[[float], FaceTracker] | None = None,
     done: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+    fused_done: set[int] = frozenset(),  # type: ignore[assignment]
     hooks: ProgressHooks = ProgressHooks(),
     on_frame: FrameHook | None = None,
 ) -> EnhanceResult:
-    """Run one input through the pipeline, handing each saved face and its SR image to `sink`; faces
-    whose (track, frame) is in `done` are not handed again. `make_tracker(frame_rate)` is called at
-    the first frame with the rate frames reach the tracker (default: `default_tracker(options)`)."""
+    """Run one input through the pipeline, handing each saved face and its SR image to `sink`, and
+    (options.fusion) each kept track's fusion outcome to `sink.write_fusion`; faces whose (track,
+    frame) is in `done`, and fusions of tracks in `fused_done`, are not handed again (a unit with
+    anything left is computed whole, so a resumed run writes the same bytes). `make_tracker(frame_rate)`
+    is called at the first frame with the rate frames reach the tracker (default: `default_tracker(options)`)."""
     result = EnhanceResult()
     producer = _Producer(source, options, detector, make_tracker or default_tracker(options), result, hooks, on_frame)
     with Prefetch(producer.run, size=QUEUE_UNITS, name="cctvsr-producer") as units:
         for unit in units:
-            if all(face.key in done for face in unit):
-                result.faces_resumed += len(unit)
+            fuse_left = unit.views is not None and unit.views.track_id not in fused_done
+            if all(face.key in done for face in unit.faces) and not fuse_left:
+                result.faces_resumed += len(unit.faces)
                 continue
             t0 = time.perf_counter()
-            outputs = resolver.upscale([face.crop.image for face in unit])
+            fusion = None
+            if unit.views is not None and options.fusion is not None:
+                fusion = fuse_views(unit.views, options.fusion, best_frame=_best_frame(unit.faces))
             t1 = time.perf_counter()
-            for face, sr in zip(unit, outputs):
+            crops = [face.crop.image for face in unit.faces]
+            if fusion is not None and fusion.ok:
+                crops.append(fusion.result.fused_x1)  # type: ignore[union-attr]
+            outputs = resolver.upscale(crops) if crops else []
+            t2 = time.perf_counter()
+            for face, sr in zip(unit.faces, outputs):
                 if face.key in done:
                     result.faces_resumed += 1
                     continue
                 sink.write(face, sr)
                 result.faces_saved += 1
                 hooks.saved(result.faces_saved)
-            result.times.sr += t1 - t0
-            result.times.write += time.perf_counter() - t1
+            if fusion is not None and fuse_left:
+                sink.write_fusion(fusion, outputs[-1] if fusion.ok else None)
+                result.tracks_fused += fusion.ok
+            result.times.fuse += t1 - t0
+            result.times.sr += t2 - t1
+            result.times.write += time.perf_counter() - t2
     return result
+
+
+def _best_frame(faces: list[FaceCandidate]) -> int | None:
+    """The frame of the face `enhance` shows as the track's best among `faces` (the fusion check's baseline)."""
+    if not faces:
+        return None
+    return max(faces, key=lambda f: (f.quality.total, -f.frame_index)).frame_index

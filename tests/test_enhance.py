@@ -225,3 +225,89 @@ def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_pa
     assert json.loads((folder / "tracks.json").read_text())["tracks"] == []
     assert (folder / "manifest.jsonl").read_text() == ""
     assert "no face found in 20 frames" in result.stderr and "--det-scales 1,2,3" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def fused_run(demo: dict[str, Path]) -> Path:
+    """The first second of the demo clip with fusion on, at most 4 frames per track (kept small for CI)."""
+    out = demo["root"] / "fused"
+    args = ["enhance", str(demo["clip"]), "-o", str(out), "--model", str(demo["model"]), "--end", "1.0", "--best", "1"]
+    result = runner.invoke(app, [*args, "--fuse", "--fuse-min", "3", "--fuse-max", "4"])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = out.iterdir()
+    return folder
+
+
+def _fusions(folder: Path) -> list[dict]:
+    return [r for r in _manifest(folder) if r.get("record") == "fusion"]
+
+
+def test_fused_run_writes_fused_outputs_with_the_manifest_fields_and_the_report_column(fused_run: Path) -> None:
+    from PIL import Image
+
+    from cctvsr.output.records import read_faces
+
+    tracks = json.loads((fused_run / "tracks.json").read_text())["tracks"]
+    fusions = {r["track_id"]: r for r in _fusions(fused_run)}
+    assert sorted(fusions) == sorted(t["track_id"] for t in tracks) and len(fusions) >= 4
+    fused = [r for r in fusions.values() if r["fusion"]["fused"]]
+    assert len(fused) >= len(fusions) // 2, [r["fusion"]["reason"] for r in fusions.values()]
+    for record in fusions.values():
+        f = record["fusion"]
+        assert {"frames_used", "frames_rejected", "residuals", "params", "check", "reason", "box_size"} <= set(f)
+        if not f["fused"]:
+            assert f["reason"] and record["outputs"] == {}
+            continue
+        assert 3 <= len(f["frames_used"]) <= 4 and f["params"]["max_frames"] == 4 and f["check"]["consistent"]
+        assert set(f["residuals"]) <= {str(i) for i in f["frames_used"]}
+        for kind, entry in record["outputs"].items():
+            assert sha256_file(fused_run / entry["path"]) == entry["sha256"], kind
+        x4 = Image.open(fused_run / record["outputs"]["fused_x4"]["path"])
+        assert f"multi-frame reconstruction, {len(f['frames_used'])} frames, no learned prior" in x4.text["Comment"]
+        assert x4.size == (4 * f["box_size"][0], 4 * f["box_size"][1])
+        assert "AI-enhanced" in Image.open(fused_run / record["outputs"]["fused_sr"]["path"]).text["Comment"]
+    assert len(read_faces(fused_run / "manifest.jsonl")) == len(tracks)  # fusion lines are not faces
+    html = (fused_run / "report.html").read_text()
+    captions = re.findall(r"<figcaption[^>]*>([^<]*)</figcaption>", html)
+    assert sum("for comparison with the original" in c for c in captions) == len(fused)
+    assert sum("investigative lead — not for identification" in c for c in captions) == len(tracks) + len(fused)
+    links = re.findall(r'src="([^"]+)"', html)
+    assert len(links) == 3 * len(tracks) + 2 * len(fused) and all((fused_run / link).is_file() for link in links)
+
+
+def test_fused_run_resumed_writes_nothing_twice(demo: dict[str, Path], fused_run: Path) -> None:
+    before = (fused_run / "manifest.jsonl").read_text()
+    args = ["enhance", str(demo["clip"]), "-o", str(fused_run.parent), "--model", str(demo["model"]), "--end", "1.0", "--best", "1"]
+    (fused_run / "finished.json").unlink()  # as if killed after the last line
+    result = runner.invoke(app, [*args, "--fuse", "--fuse-min", "3", "--fuse-max", "4", "--resume"])
+    assert result.exit_code == 0, result.stderr
+    assert (fused_run / "manifest.jsonl").read_text() == before
+
+
+def test_tracks_with_fewer_frames_than_fuse_min_get_no_fused_output_and_the_manifest_says_why(demo: dict[str, Path], tmp_path: Path) -> None:
+    args = ["enhance", str(demo["clip"]), "-o", str(tmp_path / "o"), "--model", str(demo["model"]), "--end", "0.3", "--best", "1"]
+    result = runner.invoke(app, [*args, "--min-track-len", "2", "--fuse", "--fuse-min", "40", "--fuse-max", "40"])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = (tmp_path / "o").iterdir()
+    fusions = _fusions(folder)
+    assert fusions and all(not r["fusion"]["fused"] and r["outputs"] == {} for r in fusions)
+    assert all("< 40 (--fuse-min)" in r["fusion"]["reason"] for r in fusions)
+    assert not list(folder.rglob("fused_*.png"))
+    assert "no multi-frame reconstruction" in (folder / "report.html").read_text()
+
+
+def test_no_fuse_writes_no_fusion(demo: dict[str, Path], tmp_path: Path) -> None:
+    args = ["enhance", str(demo["clip"]), "-o", str(tmp_path / "o"), "--model", str(demo["model"]), "--end", "0.5", "--no-fuse"]
+    assert runner.invoke(app, args).exit_code == 0
+    (folder,) = (tmp_path / "o").iterdir()
+    assert _fusions(folder) == [] and not list(folder.rglob("fused_*.png"))
+    assert "fusion" not in json.loads((folder / "run.json").read_text())["options"]
+
+
+def test_a_two_frame_track_is_not_fused_and_says_why() -> None:
+    from cctvsr.fusion.gather import FusionSettings, TrackViews, fuse_views
+
+    crops = [np.full((24, 20, 3), 128, np.uint8)] * 2
+    fusion = fuse_views(TrackViews(7, [3, 4], crops, (20, 24), {}, 2), FusionSettings(4, 16))
+    record = fusion.manifest()
+    assert not fusion.ok and not record["fused"] and "2 usable frames < 4" in record["reason"]

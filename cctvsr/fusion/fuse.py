@@ -2,9 +2,12 @@
 
 Plain data both ways, so `enhance` (or a test) can call it without files: the result holds the
 images, which frames were used and which were rejected and why, the registration residuals, the
-parameters that re-create it, and the numbers of the run-time safety check — the fused face,
-degraded again by the estimated blur and sampling, must explain the registered frames better than
-the bicubic enlargement of the best single frame does; otherwise it is not to be shown.
+parameters that re-create it, and the numbers of the run-time safety check. The check is held
+out: the face is reconstructed again without some registered frames, degraded again by the
+estimated blur and sampling, and must predict those held-out frames better than the best single
+frame does — both its own pixels resampled into each held-out frame and its bicubic ×4 degraded
+again; otherwise it is not to be shown. (Predicting frames the reconstruction was fitted to is no
+test: a MAP estimate with more unknowns than observations fits their noise.)
 """
 
 from __future__ import annotations
@@ -68,15 +71,19 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class ConsistencyCheck:
-    """RMS (luma grey levels) by which each candidate, re-degraded, misses the registered frames."""
+    """RMS (luma grey levels) by which each candidate misses the held-out registered frames: the face
+    fused without them and the best frame's bicubic ×4, both degraded again, and the best frame's own
+    pixels resampled into each held-out frame (frame_rms)."""
 
     fused_rms: float
     bicubic_rms: float
     best_index: int
+    frame_rms: float | None = None
+    held_out: tuple[int, ...] = ()
 
     @property
     def consistent(self) -> bool:
-        return self.fused_rms < self.bicubic_rms
+        return self.fused_rms < self.bicubic_rms and (self.frame_rms is None or self.fused_rms < self.frame_rms)
 
 
 @dataclass
@@ -229,27 +236,19 @@ def fuse_track(
     if len(used) < min_frames:
         return _no_output(f"only {len(used)} frames registered, fewer than {min_frames} (min_frames)", frames, start, ref, params)
 
-    ycc = [rgb_to_ycc(crops[i]) for i in used]
-    warped = [warp_to_reference(im, regs[i], shape, lr=False) for i, im in zip(used, ycc)]
-    stack = np.stack([w for w, _ in warped])
-    valid = np.stack([v for _, v in warped])[..., None].repeat(3, axis=-1)
-    init = trimmed_mean(stack, valid)
-
+    ycc = {i: rgb_to_ycc(crops[i]) for i in used}
     psf = camera_psf(sigma, blur_kernel)
-    positions = [regs[i].from_frame_lr(shape) for i in used]
-    model = ForwardModel(psf, positions, init.shape[:2])
     settings = MapSettings(delta=delta, lam=lam, steps=steps)
+    best = ref if best_index is None else best_index
     with _threads(1):
-        y4 = map_reconstruct([y[..., 0] for y in ycc], model, init[..., 0], settings)
+        y4, init, model = _reconstruct(used, ycc, regs, shape, psf, settings)
         fused_ycc = np.dstack([y4, init[..., 1], init[..., 2]])
         ref_model = ForwardModel(psf, [_identity_positions(shape)], init.shape[:2])
         x1 = np.dstack([predict(ref_model, fused_ycc[..., c])[0] for c in range(3)])
-        check = _consistency(model, [y[..., 0] for y in ycc], y4, crops, regs, shape, used, ref if best_index is None else best_index)
+        check = _consistency(used, ycc, crops, regs, shape, psf, settings, ref, best, (y4, model))
     fused_x4 = ycc_to_rgb(fused_ycc)
     fused_x1 = ycc_to_rgb(x1)
-    reason = "" if check.consistent else (
-        f"fused face explains the frames worse than bicubic of frame {check.best_index} "
-        f"({check.fused_rms:.2f} vs {check.bicubic_rms:.2f} grey levels)")
+    reason = "" if check.consistent else _inconsistent(check)
     return FusionResult(fused_x4 if check.consistent else None, fused_x1 if check.consistent else None, ref, frames, params,
                         check, reason, time.perf_counter() - start, regs)
 
@@ -264,15 +263,55 @@ def _rms(pred: np.ndarray, frames: list[np.ndarray], inside: np.ndarray) -> floa
     return float(np.sqrt((d**2).sum() / max(inside.sum(), 1)))
 
 
-def _consistency(model: ForwardModel, frames: list[np.ndarray], y4: np.ndarray, crops: list[np.ndarray],
-                 regs: dict[int, Registration], shape: tuple[int, int], used: list[int], best: int) -> ConsistencyCheck:
-    """Re-degrade the fused face and the bicubic ×4 of the best frame into every used frame."""
+def _reconstruct(frames: list[int], ycc: dict[int, np.ndarray], regs: dict[int, Registration], shape: tuple[int, int],
+                 psf: np.ndarray, settings: MapSettings) -> tuple[np.ndarray, np.ndarray, ForwardModel]:
+    """Luma MAP reconstruction from `frames` on the ×GRID grid; its trimmed-mean start (YCbCr) and forward model."""
+    warped = [warp_to_reference(ycc[i], regs[i], shape, lr=False) for i in frames]
+    stack = np.stack([w for w, _ in warped])
+    valid = np.stack([v for _, v in warped])[..., None].repeat(3, axis=-1)
+    init = trimmed_mean(stack, valid)
+    model = ForwardModel(psf, [regs[i].from_frame_lr(shape) for i in frames], init.shape[:2])
+    return map_reconstruct([ycc[i][..., 0] for i in frames], model, init[..., 0], settings), init, model
+
+
+def held_out_frames(used: list[int], ref: int, best: int) -> list[int]:
+    """Every second used frame other than the reference and the best: what the check predicts."""
+    others = [i for i in used if i not in (ref, best)]
+    return others[1::2] or others[:1]
+
+
+def _consistency(used: list[int], ycc: dict[int, np.ndarray], crops: list[np.ndarray], regs: dict[int, Registration],
+                 shape: tuple[int, int], psf: np.ndarray, settings: MapSettings, ref: int, best: int,
+                 full: tuple[np.ndarray, ForwardModel]) -> ConsistencyCheck:
+    """Fuse without the held-out frames, then predict them: from that face degraded again, from the
+    bicubic ×4 of the best frame degraded again, and from the best frame's own pixels resampled."""
     best_reg = regs.get(best)
     if best_reg is None or not best_reg.ok:
         best_reg = Registration(np.eye(2, 3), None, 0.0, 1.0, True) if best not in regs else best_reg
     bicubic, _ = warp_to_reference(luma(crops[best]), best_reg, shape, lr=False)
+    held = held_out_frames(used, ref, best)
+    fit = [i for i in used if i not in held]
+    if len(fit) < 2:  # too few frames to hold any out: the frames the face was fitted to (lenient)
+        y4, model = full
+        frames = [ycc[i][..., 0] for i in used]
+        inside = model.inside.numpy()
+        return ConsistencyCheck(_rms(predict(model, y4), frames, inside), _rms(predict(model, bicubic), frames, inside), best)
+    y4, _, _ = _reconstruct(fit, ycc, regs, shape, psf, settings)
+    positions = [regs[i].from_frame_lr(shape) for i in held]
+    model = ForwardModel(psf, positions, y4.shape)
+    as_seen = ForwardModel(np.ones((1, 1), np.float32), positions, y4.shape)  # sampling only: the best frame is already blurred
+    frames = [ycc[i][..., 0] for i in held]
     inside = model.inside.numpy()
-    return ConsistencyCheck(_rms(predict(model, y4), frames, inside), _rms(predict(model, bicubic), frames, inside), best)
+    return ConsistencyCheck(_rms(predict(model, y4), frames, inside), _rms(predict(model, bicubic), frames, inside), best,
+                            _rms(predict(as_seen, bicubic), frames, inside), tuple(held))
+
+
+def _inconsistent(check: ConsistencyCheck) -> str:
+    held = f"the {len(check.held_out)} held-out frames" if check.held_out else "the frames"
+    worse = [f"bicubic of frame {check.best_index} ({check.bicubic_rms:.2f})"] if check.fused_rms >= check.bicubic_rms else []
+    if check.frame_rms is not None and check.fused_rms >= check.frame_rms:
+        worse.append(f"frame {check.best_index} itself ({check.frame_rms:.2f})")
+    return f"fused face predicts {held} worse than " + " and ".join(worse) + f": {check.fused_rms:.2f} grey levels RMS"
 
 
 class _threads:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from cctvsr import __version__
 from cctvsr.errors import CctvsrError, InputError
-from cctvsr.jobs.options import REQUIRED, FaceOptions, SrOptions, argument, option
+from cctvsr.jobs.options import REQUIRED, FaceOptions, FusionOptions, SrOptions, argument, option
 from cctvsr.output.records import (
     FAILED_FILE, FINISHED_FILE, MANIFEST_FILE, REPORT_FILE, RUN_FILE, SCHEMA, TRACKS_FILE, BestFace, Provenance,
-    Sighting, TracksDocument, TrackSummary, best_of, read_faces,
+    FusedFace, Sighting, TracksDocument, TrackSummary, best_of, read_faces, read_records,
 )
 from cctvsr.run_folder import check_schema, read_state, verify_listed, write_state
 
@@ -45,6 +45,7 @@ class EnhanceOptions:
     out: Path = option(REQUIRED, "Output folder: one sub-folder per input (<stem>-<sha8>/).", "--out", "-o")
     sr: SrOptions = SrOptions()
     faces: FaceOptions = FaceOptions()
+    fusion: FusionOptions = FusionOptions()
     every: int = option(1, "Process every Nth frame.", min=1)
     fps: Optional[float] = option(None, "Process at most this many frames per second (by timestamp).", min=0.001)
     start: Optional[float] = option(None, "Start at this time, seconds.", min=0.0)
@@ -65,7 +66,7 @@ class EnhanceOptions:
         return PipelineOptions(
             best=faces.best, all_frames=faces.all_frames, margin=faces.margin, min_track_len=faces.min_track_len,
             sampling=FrameSampling(every=self.every, fps=self.fps, start=self.start, end=self.end),
-            time_offset=self.time_offset, reconnect=self.reconnect,
+            time_offset=self.time_offset, reconnect=self.reconnect, fusion=self.fusion.settings(),
         )
 
 
@@ -142,6 +143,7 @@ class FolderState:
     """An input's output folder as reopened: the faces already saved, and whether the run finished."""
 
     done: set[tuple[int, int]]
+    fused: set[int] = field(default_factory=set)  # tracks whose fusion line is in the manifest
     finished: dict[str, Any] | None = None
     created: bool = False
 
@@ -159,14 +161,14 @@ def prepare_folder(folder: Path, identity: RunIdentity, resume: bool) -> FolderS
         for key in current:
             if previous.get(key) != current[key]:
                 raise InputError(f"--resume: the {key} differ from the interrupted run in {folder}; use a new --out")
-        records = read_faces(folder / MANIFEST_FILE)
-        verify_listed(folder, ((o.path, o.sha256) for r in records for o in r.outputs.values()))
+        records, fusions = read_records(folder / MANIFEST_FILE)
+        verify_listed(folder, ((o.path, o.sha256) for r in [*records, *fusions] for o in r.outputs.values()))
         finished = read_state(folder / FINISHED_FILE) if (folder / FINISHED_FILE).exists() else None
-        return FolderState({r.key for r in records}, finished)
+        return FolderState({r.key for r in records}, {f.track_id for f in fusions}, finished)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     write_state(run_file, {**identity.to_json(), "schema": SCHEMA})
-    return FolderState(set(), None, created)
+    return FolderState(set(), created=created)
 
 
 def discard_failed_start(folder: Path, state: FolderState) -> None:
@@ -178,15 +180,19 @@ def discard_failed_start(folder: Path, state: FolderState) -> None:
 def tracks_document(source: SourceInfo, model: dict[str, Any], result: EnhanceResult, folder: Path) -> TracksDocument:
     """tracks.json: every track with saved faces, built from the manifest so it always agrees with it."""
     by_track: dict[int, list] = {}
-    for record in read_faces(folder / MANIFEST_FILE):
+    records, fusions = read_records(folder / MANIFEST_FILE)
+    for record in records:
         by_track.setdefault(record.track_id, []).append(record)
+    fused = {f.track_id: FusedFace.of(f) for f in fusions}
     tracks = []
     for track_id in sorted(by_track):
         records = by_track[track_id]
         log = result.tracks.get(track_id)
         first = log.first if log else Sighting(records[0].frame_index, records[0].pts, records[0].wall_time)
         last = log.last if log else Sighting(records[-1].frame_index, records[-1].pts, records[-1].wall_time)
-        tracks.append(TrackSummary(track_id, first, last, log.faces_seen if log else 0, len(records), BestFace.of(best_of(records))))
+        tracks.append(TrackSummary(
+            track_id, first, last, log.faces_seen if log else 0, len(records), BestFace.of(best_of(records)), fused.get(track_id)
+        ))
     return TracksDocument({"label": source.label, "sha256": source.sha256}, model, tracks)
 
 
@@ -295,7 +301,7 @@ def _enhance_input(job: _Run, item: SourceInfo, state: FolderState, folder: Path
             result = run_enhance(
                 item, job.pipeline, job.detector, job.resolver,
                 FaceWriter(folder, manifest, job.provenance(item), job.model_label),
-                done=state.done, hooks=hooks, on_frame=annotated.add if annotated else None,
+                done=state.done, fused_done=state.fused, hooks=hooks, on_frame=annotated.add if annotated else None,
             )
     except BaseException:
         if annotated:
@@ -309,6 +315,7 @@ def _enhance_input(job: _Run, item: SourceInfo, state: FolderState, folder: Path
     write_state(folder / FINISHED_FILE, {
         "frames": result.frames, "frames_decoded": stats.frames_decoded, "faces_found": result.faces_found,
         "tracks": len(document.tracks), "faces_saved": result.faces_saved + result.faces_resumed,
+        "tracks_fused": sum(1 for t in document.tracks if t.fusion is not None and t.fusion.fused),
         "damaged_skipped": stats.errors_skipped, "warnings": list(stats.warnings),
     })
     why = why_no_faces(result, len(document.tracks), job.detector.min_face, job.pipeline.min_track_len)

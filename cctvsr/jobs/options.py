@@ -131,6 +131,32 @@ class FaceOptions:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class FusionOptions:
+    """Multi-frame fusion of each kept track (classical reconstruction from registered frames, no learned prior)."""
+
+    fuse: bool = option(
+        False,
+        "Also reconstruct each kept track's face from its registered frames (track_XXXX/fused_x4.png, no learned "
+        "prior) and super-resolve that (fused_sr.png); not written when the frames do not register or the check fails. "
+        "Off by default for now: about 3-10 s per track on one CPU core for faces of 30-90 px.",
+        "--fuse/--no-fuse",
+    )
+    fuse_min: int = option(4, "Fuse only tracks with at least this many usable frames.", min=2)
+    fuse_max: int = option(16, "Frames fused per track at most (the best, spread over the track).", min=2)
+
+    def settings(self):  # -> FusionSettings | None (numpy is imported late)
+        if not self.fuse:
+            return None
+        if self.fuse_max < self.fuse_min:
+            from cctvsr.errors import InputError
+
+            raise InputError(f"--fuse-max ({self.fuse_max}) must be at least --fuse-min ({self.fuse_min})")
+        from cctvsr.fusion.gather import FusionSettings
+
+        return FusionSettings(min_frames=self.fuse_min, max_frames=self.fuse_max)
+
+
 def _leaves(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
     """(flag-parameter name, field, type) of every option, nested options dataclasses flattened."""
     hints = typing.get_type_hints(cls)

@@ -2,7 +2,9 @@
 
 An input's output folder (`<out>/<stem>-<sha8>/`) holds run.json (what must match for --resume),
 manifest.jsonl (one `FaceRecord` per saved face), tracks.json (a `TracksDocument`), report.html,
-finished.json, and `track_NNNN/FFFFFF_{lr,bicubic,sr}.png`. Every reader and writer of those goes
+finished.json, `track_NNNN/FFFFFF_{lr,bicubic,sr}.png`, and with fusion `track_NNNN/fused_{x4,sr}.png`
+(a manifest line with "record": "fusion" per kept track: a `FusionRecord`; lines without "record"
+are faces, as in manifests written before fusion existed). Every reader and writer of those goes
 through this module: the names, the JSON shape of a manifest line, and its schema version.
 """
 
@@ -26,6 +28,8 @@ FINISHED_FILE = "finished.json"  # written last: the run of this input is comple
 FAILED_FILE = "failed.json"  # in --out, only when inputs of a folder run failed: which, and why
 KINDS = ("lr", "bicubic", "sr")  # the three PNGs of every saved face
 TRACK_PREFIX = "track_"
+FUSION_KINDS = ("fused_x4", "fused_sr")  # a track's fused face (classical) and the generator's output on it
+FUSION_RECORD = "fusion"  # the "record" of a fusion manifest line
 
 
 def track_folder(track_id: int) -> str:
@@ -35,6 +39,11 @@ def track_folder(track_id: int) -> str:
 def face_file(track_id: int, frame_index: int, kind: str) -> str:
     """A face's PNG, relative to its input's folder."""
     return f"{track_folder(track_id)}/{frame_index:06d}_{kind}.png"
+
+
+def fusion_file(track_id: int, kind: str) -> str:
+    """A track's fused PNG, relative to its input's folder."""
+    return f"{track_folder(track_id)}/{kind}.png"
 
 
 def check_schema(found: Any, where: str) -> None:
@@ -157,11 +166,77 @@ class FaceRecord:
             raise InputError(f"{where}: not a cctvsr face record (missing or malformed {exc})") from None
 
 
-def read_faces(path: Path) -> list[FaceRecord]:
-    """Every complete face record of a manifest.jsonl (none when it does not exist)."""
+@dataclass(frozen=True)
+class FusionRecord:
+    """One kept track's multi-frame fusion: a manifest line with "record": "fusion". `fusion` is
+    `TrackFusion.manifest()`: fused or not and why, the frames used, those rejected and why, the
+    registration residuals, the method's parameters and the safety check, by frame index."""
+
+    provenance: Provenance
+    track_id: int
+    fusion: dict[str, Any]
+    outputs: dict[str, FileRecord]  # FUSION_KINDS -> file; empty when nothing was fused
+    schema: int = SCHEMA
+
+    @property
+    def fused(self) -> bool:
+        return bool(self.fusion.get("fused")) and bool(self.outputs)
+
+    @property
+    def reason(self) -> str:
+        return str(self.fusion.get("reason") or "")
+
+    @property
+    def frames_used(self) -> list[int]:
+        return list(self.fusion.get("frames_used") or [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.provenance.to_json(),
+            "record": FUSION_RECORD,
+            "schema": self.schema,
+            "track_id": self.track_id,
+            "fusion": self.fusion,
+            "outputs": {kind: {"path": f.path, "sha256": f.sha256} for kind, f in self.outputs.items()},
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "manifest line") -> FusionRecord:
+        if not isinstance(value, dict) or value.get("record") != FUSION_RECORD:
+            raise InputError(f"{where}: not a cctvsr fusion record")
+        check_schema(value.get("schema", UNVERSIONED), where)
+        try:
+            provenance = Provenance(**{key: value[key] for key in Provenance.__dataclass_fields__})
+            return cls(
+                provenance=provenance, track_id=value["track_id"], fusion=dict(value["fusion"]),
+                outputs={kind: FileRecord(o["path"], o["sha256"]) for kind, o in value["outputs"].items()}, schema=SCHEMA,
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise InputError(f"{where}: not a cctvsr fusion record (missing or malformed {exc})") from None
+
+
+def read_records(path: Path) -> tuple[list[FaceRecord], list[FusionRecord]]:
+    """Every complete face record and fusion record of a manifest.jsonl (none when it does not exist)."""
     from cctvsr.output.manifest import read_manifest
 
-    return [FaceRecord.from_json(value, f"{path}: line {number}") for number, value in enumerate(read_manifest(path), 1)]
+    faces, fusions = [], []
+    for number, value in enumerate(read_manifest(path), 1):
+        where = f"{path}: line {number}"
+        if isinstance(value, dict) and value.get("record") == FUSION_RECORD:
+            fusions.append(FusionRecord.from_json(value, where))
+        else:
+            faces.append(FaceRecord.from_json(value, where))
+    return faces, fusions
+
+
+def read_faces(path: Path) -> list[FaceRecord]:
+    """Every complete face record of a manifest.jsonl (none when it does not exist)."""
+    return read_records(path)[0]
+
+
+def read_fusions(path: Path) -> list[FusionRecord]:
+    """Every complete fusion record of a manifest.jsonl (none when it does not exist)."""
+    return read_records(path)[1]
 
 
 @dataclass(frozen=True)
@@ -194,8 +269,28 @@ class BestFace:
 
 
 @dataclass(frozen=True)
+class FusedFace:
+    """A track's fusion as tracks.json and the report show it: the PNGs, or why there are none."""
+
+    fused: bool
+    frames: int  # frames used
+    reason: str = ""
+    x4: str | None = None
+    sr: str | None = None
+
+    @classmethod
+    def of(cls, record: FusionRecord) -> FusedFace:
+        if not record.fused:
+            return cls(False, 0, record.reason or "not fused")
+        return cls(True, len(record.frames_used), "", record.outputs["fused_x4"].path, record.outputs["fused_sr"].path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fused": self.fused, "frames": self.frames, "reason": self.reason, "x4": self.x4, "sr": self.sr}
+
+
+@dataclass(frozen=True)
 class TrackSummary:
-    """One track with saved faces: when it was seen, how often, and its best face."""
+    """One track with saved faces: when it was seen, how often, its best face, and its fusion (if run)."""
 
     track_id: int
     first: Sighting
@@ -203,12 +298,16 @@ class TrackSummary:
     faces_seen: int
     faces_saved: int
     best: BestFace
+    fusion: FusedFace | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             "track_id": self.track_id, "first": self.first.to_json(), "last": self.last.to_json(),
             "faces_seen": self.faces_seen, "faces_saved": self.faces_saved, "best": self.best.to_json(),
         }
+        if self.fusion is not None:
+            record["fusion"] = self.fusion.to_json()
+        return record
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The sink `enhance` hands its faces to: each face's LR, bicubic and SR PNGs, then its manifest line."""
+"""The sink `enhance` hands its faces to: each face's LR, bicubic and SR PNGs, then its manifest line;
+and each kept track's fusion: fused_x4.png and fused_sr.png when fused, then its manifest line (why not, when not)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import cv2
 
 from cctvsr.images import write_png
 from cctvsr.output.manifest import ManifestWriter
-from cctvsr.output.records import FaceRecord, FileRecord, Provenance, face_file
-from cctvsr.output.report import sr_png_text
+from cctvsr.output.records import FaceRecord, FileRecord, FusionRecord, Provenance, face_file, fusion_file
+from cctvsr.output.report import fusion_png_text, sr_png_text
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from cctvsr.fusion.gather import TrackFusion
     from cctvsr.pipeline import FaceCandidate
 
 
@@ -24,6 +26,7 @@ class FaceWriter:
 
     def __init__(self, folder: Path, manifest: ManifestWriter, provenance: Provenance, model_label: str) -> None:
         self.folder, self.manifest, self.provenance = folder, manifest, provenance
+        self.model_label = model_label
         self.sr_text = sr_png_text(model_label)
 
     def write(self, face: FaceCandidate, sr: np.ndarray) -> FaceRecord:
@@ -51,3 +54,21 @@ class FaceWriter:
         )
         self.manifest.append(record.to_json())
         return record
+
+    def write_fusion(self, fusion: TrackFusion, sr: np.ndarray | None) -> FusionRecord:
+        """fused_x4.png (classical, labelled as such) and fused_sr.png (AI-enhanced) when the track was
+        fused, then the track's fusion line: frames used and rejected, residuals, parameters, the check."""
+        record = fusion.manifest()
+        outputs = {}
+        if fusion.ok and sr is not None:
+            n = len(record["frames_used"])
+            images = (
+                ("fused_x4", fusion.result.fused_x4, fusion_png_text(n)),  # type: ignore[union-attr]
+                ("fused_sr", sr, sr_png_text(self.model_label, f"the multi-frame reconstruction of {n} frames (×1)")),
+            )
+            for kind, image, text in images:
+                rel = fusion_file(fusion.track_id, kind)
+                outputs[kind] = FileRecord(rel, write_png(self.folder / rel, image, text))
+        result = FusionRecord(provenance=self.provenance, track_id=fusion.track_id, fusion=record, outputs=outputs)
+        self.manifest.append(result.to_json())
+        return result
