@@ -26,11 +26,11 @@ import av
 import numpy as np
 
 from cctvsr.degrade import sensor_noise
+from cctvsr.degrade.jpeg import is_jpeg_file
 from cctvsr.degrade.sensor_noise import NoiseEstimate
 from cctvsr.errors import InputError
 from cctvsr.video import SourceInfo
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
 MULTIFRAME_FRAMES = 8  # frames the multi-frame JPEG method reads (benchmarked at 8 and 4)
 VIDEO_FRAMES = 16  # frames the video method reads
 SINGLE_FRAMES = 4  # JPEG stills read one by one where the multi-frame method cannot apply (a moving camera, one still)
@@ -40,8 +40,7 @@ _RANK = {sensor_noise.METHOD_JPEG_MULTIFRAME: 0, sensor_noise.METHOD_VIDEO_SYNTH
 
 def _is_jpeg(path: Path) -> bool:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(len(_JPEG_MAGIC)) == _JPEG_MAGIC
+        return is_jpeg_file(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 

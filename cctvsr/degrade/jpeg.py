@@ -457,11 +457,15 @@ def codec_qp(path: Path, max_frames: int) -> tuple[str, float] | None:
 # One estimate for a calibration
 
 
+def is_jpeg_file(path: Path) -> bool:
+    """Whether the file's bytes start as a JPEG's do (never the extension)."""
+    with open(path, "rb") as handle:
+        return handle.read(len(_JPEG_MAGIC)) == _JPEG_MAGIC
+
+
 def _table_estimates(path: Path, max_frames: int) -> list[tuple[int, bool]]:
     """Table-based (quality, exact) of a JPEG file or an MJPEG video's packets; [] for others."""
-    with open(path, "rb") as handle:
-        is_jpeg = handle.read(len(_JPEG_MAGIC)) == _JPEG_MAGIC
-    if is_jpeg:
+    if is_jpeg_file(path):
         found = _jpeg_quality(_read_bytes(path))
         return [found] if found is not None else []
     return _mjpeg_estimates(path, max_frames)

@@ -120,7 +120,7 @@ class CenterFaceDetector:
     def _run(self, images: np.ndarray, threshold: float, margin: int) -> list[FaceDetections]:
         """Faces at heatmap peaks ≥ `threshold` in each of (N, H, W, 3) RGB images, in its own
         pixel coordinates, before NMS; `margin` px of replicated border give the edges context."""
-        n, h, w = images.shape[:3]
+        h, w = images.shape[1:3]
         m = margin
         ph, pw = -(h + 2 * m) % _ALIGN, -(w + 2 * m) % _ALIGN
         bgr = np.pad(images[..., ::-1], ((0, 0), (m, m + ph), (m, m + pw), (0, 0)), mode="edge")
