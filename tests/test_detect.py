@@ -232,15 +232,17 @@ def test_an_empty_or_damaged_detector_file_is_not_usable(empty_pack: Path, conte
     assert insightface_pack_detector("buffalo_l", root=empty_pack) is None
     detector, message = create_detector("auto", root=empty_pack)
     assert isinstance(detector, CenterFaceDetector)
-    assert message.startswith("detector: CenterFace at ×1, ×2 (embedded; InsightFace pack buffalo_l")
+    assert message.startswith("detector: CenterFace at ×1, ×2 + MTCNN for faces ≥ 40 % of the frame's short side (embedded; InsightFace pack buffalo_l")
     assert why in message and str(empty_pack / "models/buffalo_l") in message
 
 
 def test_auto_falls_back_to_centerface_and_says_why(tmp_path: Path, empty_pack: Path) -> None:
     detector, message = create_detector("auto", root=tmp_path / "nowhere")
-    assert isinstance(detector, CenterFaceDetector) and detector.name == "centerface@1,2"
+    assert isinstance(detector, CenterFaceDetector) and detector.name == "centerface@1,2+mtcnn≥40%"
     models = tmp_path / "nowhere/models"
-    assert message == f"detector: CenterFace at ×1, ×2 (embedded; InsightFace pack buffalo_l not found in {models})"
+    assert message == (
+        f"detector: CenterFace at ×1, ×2 + MTCNN for faces ≥ 40 % of the frame's short side (embedded; InsightFace pack buffalo_l not found in {models})"
+    )
     _, message = create_detector("auto", root=empty_pack)
     assert "has no det_10g.onnx" in message
 

@@ -11,10 +11,19 @@ Small faces are found by running the network on the frame enlarged as well as as
 87 % at ×2; benchmarks/detect_recall.py). They fade but rarely vanish: 99.7 % of the faces only
 the ×2 pass finds still peak at ≥ 0.02 in the ×1 heatmap, so when the scales include 1 the
 enlarged passes look only in windows around those weak peaks, not at the whole enlarged frame.
+
+At the other end, a face that fills most of a small frame (a close-up in a 128×72 frame, or in a
+small crop of a larger one) can be missed at every scale: the hamilton clip's dark profile
+close-up, 35–63 px tall in frames shrunk ×5…×9, peaks at 0.07 at most (the threshold is 0.3),
+with a replicated margin of 0, 16 or 48 px alike. MTCNN looking only for faces of at least `LARGE_SHARE` of the frame's short side
+finds it, and its pyramid is then a few levels of a ~30 px image, so it is nearly free at every
+frame size: a second opinion for large faces, merged by the same NMS, in which CenterFace's own
+box wins wherever both found a face (so its boxes, scores and landmarks are unchanged there).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import cv2
@@ -22,6 +31,7 @@ import numpy as np
 
 from cctvsr.registry import packaged
 from cctvsr.errors import WeightsError
+from cctvsr.faces.detect import MtcnnDetector
 from cctvsr.faces.detections import FaceDetections, check_detector_options, check_frame, finish_detections, nms
 from cctvsr.faces.scales import FOCUS_WINDOW, concat, detect_at_scales, focus_windows, spread_out
 
@@ -33,6 +43,11 @@ _HINT = 0.02  # a ×1 heatmap peak this strong may be a face too small for ×1: 
 _NMS_IOU = 0.3
 _MARGIN = 16  # px of replicated border on every side: a face that fills a small frame, or is cut by its edge, still has context
 _INPUT, _OUTPUTS = "input.1", ["537", "538", "539", "540"]  # heatmap, log size, offset, landmarks
+# Smallest face MTCNN's second opinion looks for, as a share of the frame's short side. Faces this
+# large are where CenterFace alone misses (benchmarks/detect_recall.py: 181 of 186 at 32–64 px, all
+# five misses one close-up whose box is 37 × 63 px in a 128 × 72 frame, 0.51 of the short side in
+# width); MTCNN at 0.4 finds it at every shrink factor, at 0.6 at none (its box is square).
+LARGE_SHARE = 0.4
 
 
 def _session(providers: list[str] | None):
@@ -71,17 +86,26 @@ class CenterFaceDetector:
         min_face: int = 10,
         threshold: float | None = None,
         scales: tuple[float, ...] = (1.0, 2.0),
+        large_share: float | None = LARGE_SHARE,
         providers: list[str] | None = None,
     ) -> None:
         """min_face: smallest face side kept, in frame pixels. threshold: heatmap score a face
         needs (default 0.3). scales: factors the frame is resized by before detection; faces of
-        every scale come back in frame coordinates."""
+        every scale come back in frame coordinates. large_share: MTCNN also looks for faces of at
+        least this share of the frame's short side (None: CenterFace alone)."""
         check_detector_options(min_face, threshold)
+        if large_share is not None and not 0.0 < large_share <= 1.0:
+            raise ValueError(f"large_share must be in (0, 1], got {large_share}")
         self.min_face = min_face
         self.threshold = _THRESHOLD if threshold is None else threshold
         self.scales = tuple(scales)
+        self.large_share = large_share
         self.name = "centerface@" + ",".join(f"{scale:g}" for scale in self.scales)
         self._session = _session(providers)
+        self._mtcnn: MtcnnDetector | None = None
+        if large_share is not None:
+            self._mtcnn = MtcnnDetector(providers=providers, threads=1)  # ~2 ms a frame: one thread, no pool spinning
+            self.name += f"+mtcnn≥{large_share:.0%}"
 
     def detect(self, frame: np.ndarray) -> FaceDetections:
         frame = check_frame(frame)
@@ -90,10 +114,24 @@ class CenterFaceDetector:
         found = detect_at_scales(frame, whole, self._whole(_HINT if enlarged else self.threshold))
         if enlarged:
             found = self._look_closer(frame, found, enlarged)
+        found = found.take(nms(found.boxes, found.scores, _NMS_IOU))
+        if self._mtcnn is not None:
+            found = self._second_opinion(frame, found)
         if len(found.boxes) == 0:
             return FaceDetections.empty()
-        keep = nms(found.boxes, found.scores, _NMS_IOU)
-        return finish_detections(found.boxes[keep], found.scores[keep], found.landmarks[keep], frame.shape, self.min_face)
+        return finish_detections(found.boxes, found.scores, found.landmarks, frame.shape, self.min_face)
+
+    def _second_opinion(self, frame: np.ndarray, found: FaceDetections) -> FaceDetections:
+        """`found` and the faces of at least `large_share` of the short side that MTCNN finds where
+        `found` has none: one NMS in which every CenterFace box outranks every MTCNN box."""
+        assert self._mtcnn is not None and self.large_share is not None
+        side = max(self.min_face, math.ceil(self.large_share * min(frame.shape[:2])))
+        extra = self._mtcnn.candidates(frame, side)
+        if len(extra) == 0:
+            return found
+        both = concat([found, extra])
+        rank = np.concatenate([found.scores + 1.0, extra.scores])  # scores are ≤ 1: CenterFace's first
+        return both.take(np.sort(nms(both.boxes, rank, _NMS_IOU)))
 
     def _look_closer(self, frame: np.ndarray, found: FaceDetections, enlarged: list[float]) -> FaceDetections:
         """The faces of `found` at or over the threshold, and those the enlarged scales find around

