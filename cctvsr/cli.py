@@ -143,10 +143,14 @@ def _print_enhanced(done) -> None:  # done: jobs.enhance.InputSummary
     summary = Table(title=f"enhance {done.label}", show_header=False)
     summary.add_row("frames", f"{result.frames} processed ({stats.frames_decoded} decoded)")
     summary.add_row("faces", f"{result.faces_found} detected, {done.tracks} tracks kept")
+    summary.add_row("searched", result.gate.describe())
+    if result.gate.off:
+        summary.add_row("[yellow]motion gate[/]", result.gate.off)
     if done.why_none:
         summary.add_row("[yellow]why none[/]", done.why_none)
     resumed = f" (+{result.faces_resumed} from the interrupted run)" if result.faces_resumed else ""
-    summary.add_row("saved", f"{result.faces_saved} faces enhanced{resumed}")
+    plain = f"; {result.faces_not_enhanced} of them not enhanced (over --sr-max-face)" if result.faces_not_enhanced else ""
+    summary.add_row("saved", f"{result.faces_saved} faces{resumed}{plain}")
     summary.add_row(
         "time (s)",
         f"decode {t.decode:.1f}, detect {t.detect:.1f}, track+select {t.track + t.select:.1f}, "

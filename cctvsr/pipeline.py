@@ -21,6 +21,8 @@ import numpy as np
 from cctvsr.errors import InputError
 from cctvsr.faces.crop import FaceCrop, crop_face
 from cctvsr.faces.detections import FaceDetections, FaceDetector
+from cctvsr.faces.motion import WHOLE, GateSettings, GateStats, MotionGate
+from cctvsr.faces.regions import detect_planned
 from cctvsr.faces.select import BestFaces, QualityScore, face_quality
 from cctvsr.faces.track import FaceTracker
 from cctvsr.fusion.gather import FusionSettings, TrackFusion, TrackGatherer, TrackViews, fuse_views
@@ -45,12 +47,26 @@ class PipelineOptions:
     time_offset: float = 0.0
     reconnect: int = 3
     fusion: FusionSettings | None = None  # None: no multi-frame fusion (--no-fuse)
+    full_detect_every: float | None = None  # seconds between whole-frame searches when motion-gated; None: no gate
+    sr_max_face: int = 0  # faces whose box's longer side is over this many px are not super-resolved; 0: all are
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
-        if self.fusion is None:
-            del record["fusion"]  # as runs before fusion existed recorded it: those stay resumable with --no-fuse
+        # Options at their "off" value are left out, as runs from before they existed recorded them:
+        # those stay resumable with --no-fuse, --no-motion-gate and --sr-max-face 0.
+        for key, off in (("fusion", None), ("full_detect_every", None), ("sr_max_face", 0)):
+            if record[key] == off:
+                del record[key]
         return record
+
+    def enhances(self, size: int) -> bool:
+        """Whether a face of this size (`face_size`) is super-resolved (--sr-max-face)."""
+        return not self.sr_max_face or size <= self.sr_max_face
+
+
+def face_size(box: np.ndarray) -> int:
+    """A face's size as --sr-max-face measures it: its detected box's longer side, in frame pixels."""
+    return int(round(max(float(box[2] - box[0]), float(box[3] - box[1]))))
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,8 @@ class EnhanceResult:
     faces_saved: int = 0
     faces_resumed: int = 0
     tracks_fused: int = 0  # tracks whose fused face was written
+    faces_not_enhanced: int = 0  # saved without SR: larger than --sr-max-face
+    gate: GateStats = field(default_factory=GateStats)
     tracks: dict[int, TrackLog] = field(default_factory=dict)
     times: StageTimes = field(default_factory=StageTimes)
     decode: DecodeStats = field(default_factory=DecodeStats)
@@ -141,10 +159,13 @@ def processed_rate(native_fps: float | None, sampling: FrameSampling, default: f
 class FaceSink(Protocol):
     """Where the pipeline hands each face it saves, with its super-resolved image."""
 
-    def write(self, face: FaceCandidate, sr: np.ndarray) -> object: ...
+    def write(self, face: FaceCandidate, sr: np.ndarray | None) -> object:
+        """A saved face, with its super-resolved image (None: not enhanced, over --sr-max-face)."""
+        ...
 
     def write_fusion(self, fusion: TrackFusion, sr: np.ndarray | None) -> object:
-        """A track's fusion outcome, with the generator's output on its ×1 fused face (None: not fused)."""
+        """A track's fusion outcome, with the generator's output on its ×1 fused face (None: not fused,
+        or not super-resolved: over --sr-max-face)."""
         ...
 
 
@@ -177,6 +198,8 @@ class _Producer:
         self.keeper: BestFaces[FaceCandidate] = BestFaces(None if options.all_frames else options.best)
         self.waiting: dict[int, list[FaceCandidate]] = {}  # all-frames faces of tracks still too short
         self.gatherer = TrackGatherer(options.fusion, options.margin) if options.fusion else None
+        self.gate: MotionGate | None = None  # made at the first frame, with the tracker
+        self.last_box: dict[int, np.ndarray] = {}  # each live track's latest box: the gate searches around it
 
     def _emit(self, faces: list[FaceCandidate], views: TrackViews | None = None) -> None:
         if faces or views is not None:
@@ -212,11 +235,12 @@ class _Producer:
                 if frame is None:
                     break
                 if self.tracker is None:
-                    self.tracker = self.make_tracker(processed_rate(result.decode.fps, self.options.sampling))
-                detections = self.detector.detect(frame.image)
+                    self._start(processed_rate(result.decode.fps, self.options.sampling))
+                detections = self._detect(frame)
                 t2 = time.perf_counter()
                 detections = self.tracker.track(detections)
                 t3 = time.perf_counter()
+                self._remember(detections)
                 times.detect += t2 - t1
                 times.track += t3 - t2
                 waited = times.queue_wait
@@ -233,6 +257,7 @@ class _Producer:
                 self.hooks.found(result.faces_found)
         finally:
             frames.close()  # type: ignore[attr-defined]
+            result.gate.off = self.gate.off if self.gate else None
         if feed.halted() or self.tracker is None:
             return
         remaining = self.keeper.finish_all()
@@ -240,6 +265,27 @@ class _Producer:
             remaining = {track_id: remaining.get(track_id, []) for track_id in {*remaining, *self.gatherer.tracks}}
         for track_id, faces in sorted(remaining.items()):
             self._release(track_id, faces)
+
+    def _start(self, frame_rate: float) -> None:
+        """At the first frame, when the rate frames arrive at is known: the tracker, and the motion gate
+        (video and streams only: a still image has nothing to compare with)."""
+        self.tracker = self.make_tracker(frame_rate)
+        every = self.options.full_detect_every
+        if every is not None and self.source.kind != "image":
+            self.gate = MotionGate(GateSettings.for_rate(frame_rate, every))
+
+    def _detect(self, frame: Frame) -> FaceDetections:
+        """The faces of this frame, searched where the motion gate says (everywhere without one)."""
+        plan = WHOLE
+        if self.gate is not None:
+            alive = [self.last_box[t] for t in sorted(self.tracker.alive()) if t in self.last_box]
+            plan = self.gate.plan(frame.image, np.asarray(alive, np.float32).reshape(-1, 4))
+        self.result.gate.count(plan)
+        return detect_planned(self.detector, frame.image, plan) if plan.searched else FaceDetections.empty()
+
+    def _remember(self, detections: FaceDetections) -> None:
+        for row in np.flatnonzero(detections.track_ids > 0):
+            self.last_box[int(detections.track_ids[row])] = detections.boxes[row]
 
     def _select(self, frame: Frame, detections: FaceDetections) -> None:
         released: list[FaceCandidate] = []
@@ -269,6 +315,7 @@ class _Producer:
         self._emit(released)
 
     def _end_track(self, track_id: int) -> None:
+        self.last_box.pop(track_id, None)
         kept = self.keeper.finish(track_id)  # empty with --all-frames: those faces left already
         self.waiting.pop(track_id, None)  # --all-frames faces of a track that never grew long enough
         self._release(track_id, kept)
@@ -305,20 +352,26 @@ def run_enhance(
             if unit.views is not None and options.fusion is not None:
                 fusion = fuse_views(unit.views, options.fusion, best_frame=_best_frame(unit.faces))
             t1 = time.perf_counter()
-            crops = [face.crop.image for face in unit.faces]
-            if fusion is not None and fusion.ok:
+            # Faces over --sr-max-face are saved as they are (their crop is the evidence): no SR call.
+            enhanced = [face for face in unit.faces if options.enhances(face_size(face.box))]
+            crops = [face.crop.image for face in enhanced]
+            fused_sr = fusion is not None and fusion.ok and options.enhances(max(unit.views.box_size))  # type: ignore[union-attr]
+            if fused_sr:
                 crops.append(fusion.result.fused_x1)  # type: ignore[union-attr]
             outputs = resolver.upscale(crops) if crops else []
             t2 = time.perf_counter()
-            for face, sr in zip(unit.faces, outputs):
+            by_key = {face.key: sr for face, sr in zip(enhanced, outputs)}
+            for face in unit.faces:
                 if face.key in done:
                     result.faces_resumed += 1
                     continue
+                sr = by_key.get(face.key)
                 sink.write(face, sr)
                 result.faces_saved += 1
+                result.faces_not_enhanced += sr is None
                 hooks.saved(result.faces_saved)
             if fusion is not None and fuse_left:
-                sink.write_fusion(fusion, outputs[-1] if fusion.ok else None)
+                sink.write_fusion(fusion, outputs[-1] if fused_sr else None)
                 result.tracks_fused += fusion.ok
             result.times.fuse += t1 - t0
             result.times.sr += t2 - t1

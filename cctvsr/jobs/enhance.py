@@ -50,6 +50,21 @@ class EnhanceOptions:
     fps: Optional[float] = option(None, "Process at most this many frames per second (by timestamp).", min=0.001)
     start: Optional[float] = option(None, "Start at this time, seconds.", min=0.0)
     end: Optional[float] = option(None, "Stop at this time, seconds.", min=0.0)
+    motion_gate: bool = option(
+        True,
+        "Search for faces only where the picture moved, around the faces being tracked, and in the whole frame every "
+        "--full-detect-every seconds (videos and streams; switches itself off when the whole picture moves).",
+        "--motion-gate/--no-motion-gate",
+    )
+    full_detect_every: float = option(
+        2.0, "With --motion-gate: seconds between whole-frame searches (finds people who stand still).", min=0.0
+    )
+    sr_max_face: int = option(
+        0,
+        "Do not super-resolve faces whose box's longer side is over this many px: their crop and bicubic view are "
+        "saved, marked 'not enhanced'. 0: no limit.",
+        min=0,
+    )
     time_offset: float = option(0.0, "Seconds added to the container's creation time (to correct a DVR clock).")
     reconnect: int = option(3, "Reconnect attempts when a stream drops (exponential back-off).", min=0)
     annotate: Optional[Path] = option(
@@ -67,6 +82,7 @@ class EnhanceOptions:
             best=faces.best, all_frames=faces.all_frames, margin=faces.margin, min_track_len=faces.min_track_len,
             sampling=FrameSampling(every=self.every, fps=self.fps, start=self.start, end=self.end),
             time_offset=self.time_offset, reconnect=self.reconnect, fusion=self.fusion.settings(),
+            full_detect_every=self.full_detect_every if self.motion_gate else None, sr_max_face=self.sr_max_face,
         )
 
 
@@ -300,7 +316,7 @@ def _enhance_input(job: _Run, item: SourceInfo, state: FolderState, folder: Path
         with progress(item.label) as hooks, ManifestWriter(folder / MANIFEST_FILE) as manifest:
             result = run_enhance(
                 item, job.pipeline, job.detector, job.resolver,
-                FaceWriter(folder, manifest, job.provenance(item), job.model_label),
+                FaceWriter(folder, manifest, job.provenance(item), job.model_label, job.resolver.scale),
                 done=state.done, fused_done=state.fused, hooks=hooks, on_frame=annotated.add if annotated else None,
             )
     except BaseException:
@@ -316,6 +332,8 @@ def _enhance_input(job: _Run, item: SourceInfo, state: FolderState, folder: Path
         "frames": result.frames, "frames_decoded": stats.frames_decoded, "faces_found": result.faces_found,
         "tracks": len(document.tracks), "faces_saved": result.faces_saved + result.faces_resumed,
         "tracks_fused": sum(1 for t in document.tracks if t.fusion is not None and t.fusion.fused),
+        "faces_not_enhanced": result.faces_not_enhanced, "frames_searched": result.gate.searched,
+        "pixels_searched": round(result.gate.pixel_share / max(result.frames, 1), 4), "motion_gate_off": result.gate.off,
         "damaged_skipped": stats.errors_skipped, "warnings": list(stats.warnings),
     })
     why = why_no_faces(result, len(document.tracks), job.detector.min_face, job.pipeline.min_track_len)

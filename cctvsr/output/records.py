@@ -112,15 +112,16 @@ class FaceRecord:
     landmarks: list[list[float]]
     det_score: float
     quality: dict[str, float]  # QualityScore's terms and "total"
-    outputs: dict[str, FileRecord]  # kind (KINDS) -> file
+    outputs: dict[str, FileRecord]  # kind (KINDS) -> file; no "sr" when not enhanced
     schema: int = SCHEMA
+    not_enhanced: str | None = None  # why there is no SR image ("already 152 px": over --sr-max-face)
 
     @property
     def key(self) -> tuple[int, int]:
         return self.track_id, self.frame_index
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             **self.provenance.to_json(),
             "schema": self.schema,
             "frame_index": self.frame_index,
@@ -136,6 +137,9 @@ class FaceRecord:
             "quality": self.quality,
             "outputs": {kind: {"path": f.path, "sha256": f.sha256} for kind, f in self.outputs.items()},
         }
+        if self.not_enhanced is not None:
+            record["not_enhanced"] = self.not_enhanced
+        return record
 
     @classmethod
     def from_json(cls, value: Any, where: str = "manifest line") -> FaceRecord:
@@ -161,6 +165,7 @@ class FaceRecord:
                 quality=value["quality"],
                 outputs={kind: FileRecord(o["path"], o["sha256"]) for kind, o in value["outputs"].items()},
                 schema=SCHEMA,
+                not_enhanced=value.get("not_enhanced"),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{where}: not a cctvsr face record (missing or malformed {exc})") from None
@@ -250,18 +255,25 @@ class BestFace:
     crop_size: list[int]
     lr: str
     bicubic: str
-    sr: str
+    sr: str | None  # None: not enhanced (`not_enhanced` says why)
+    not_enhanced: str | None = None
 
     @classmethod
     def of(cls, record: FaceRecord) -> BestFace:
-        paths = {kind: record.outputs[kind].path for kind in KINDS}
-        return cls(record.frame_index, record.pts, record.wall_time, record.quality["total"], record.crop_size, **paths)
+        outputs = record.outputs
+        return cls(
+            record.frame_index, record.pts, record.wall_time, record.quality["total"], record.crop_size,
+            outputs["lr"].path, outputs["bicubic"].path, outputs["sr"].path if "sr" in outputs else None, record.not_enhanced,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             "frame_index": self.frame_index, "pts": self.pts, "wall_time": self.wall_time, "quality": self.quality,
             "crop_size": self.crop_size, "lr": self.lr, "bicubic": self.bicubic, "sr": self.sr,
         }
+        if self.not_enhanced is not None:
+            record["not_enhanced"] = self.not_enhanced
+        return record
 
     @property
     def seen(self) -> Sighting:
@@ -276,13 +288,14 @@ class FusedFace:
     frames: int  # frames used
     reason: str = ""
     x4: str | None = None
-    sr: str | None = None
+    sr: str | None = None  # None when fused: over --sr-max-face
 
     @classmethod
     def of(cls, record: FusionRecord) -> FusedFace:
         if not record.fused:
             return cls(False, 0, record.reason or "not fused")
-        return cls(True, len(record.frames_used), "", record.outputs["fused_x4"].path, record.outputs["fused_sr"].path)
+        sr = record.outputs.get("fused_sr")
+        return cls(True, len(record.frames_used), "", record.outputs["fused_x4"].path, sr.path if sr else None)
 
     def to_json(self) -> dict[str, Any]:
         return {"fused": self.fused, "frames": self.frames, "reason": self.reason, "x4": self.x4, "sr": self.sr}

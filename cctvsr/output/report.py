@@ -110,10 +110,13 @@ def render_report(document: TracksDocument) -> str:
         fusion = track.fusion
         if fusion is not None and fusion.fused:
             parts.append(_figure(fusion.x4, f"fused ×4 — {fusion_label(fusion.frames)}; {COMPARE_LABEL}", shown, "fused"))
-        parts.append(_figure(best.sr, f"SR ×4 — {AI_LABEL}; {LEAD_LABEL}", shown, "ai"))
-        if fusion is not None and fusion.fused:
+        if best.sr is not None:
+            parts.append(_figure(best.sr, f"SR ×4 — {AI_LABEL}; {LEAD_LABEL}", shown, "ai"))
+        if fusion is not None and fusion.fused and fusion.sr is not None:
             parts.append(_figure(fusion.sr, f"fused SR ×4 — {AI_LABEL}; {LEAD_LABEL}", shown, "ai"))
         parts.append("</div>")
+        if best.not_enhanced is not None:
+            parts.append(f'<p class="plain">not enhanced: {html.escape(best.not_enhanced)} (the crop is the evidence; --sr-max-face)</p>')
         parts.append(f"<p>best face: {html.escape(_when(best.seen))}, quality {best.quality:.3f}</p>")
         if fusion is not None and not fusion.fused:
             parts.append(f'<p class="nofuse">no multi-frame reconstruction: {html.escape(fusion.reason)}</p>')

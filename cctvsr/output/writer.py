@@ -13,6 +13,8 @@ from cctvsr.images import write_png
 from cctvsr.output.manifest import ManifestWriter
 from cctvsr.output.records import FaceRecord, FileRecord, FusionRecord, Provenance, face_file, fusion_file
 from cctvsr.output.report import fusion_png_text, sr_png_text
+from cctvsr.pipeline import face_size
+from cctvsr.sr.engine import SCALE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,16 +26,19 @@ if TYPE_CHECKING:
 class FaceWriter:
     """Writes a face's PNGs into `folder`, then appends its record to the manifest (flushed)."""
 
-    def __init__(self, folder: Path, manifest: ManifestWriter, provenance: Provenance, model_label: str) -> None:
+    def __init__(self, folder: Path, manifest: ManifestWriter, provenance: Provenance, model_label: str, scale: int = SCALE) -> None:
         self.folder, self.manifest, self.provenance = folder, manifest, provenance
-        self.model_label = model_label
+        self.model_label, self.scale = model_label, scale
         self.sr_text = sr_png_text(model_label)
 
-    def write(self, face: FaceCandidate, sr: np.ndarray) -> FaceRecord:
+    def write(self, face: FaceCandidate, sr: np.ndarray | None) -> FaceRecord:
+        """The face's LR crop, its bicubic view and (unless `sr` is None: over --sr-max-face) its SR image."""
         lr = face.crop.image
-        bicubic = cv2.resize(lr, (sr.shape[1], sr.shape[0]), interpolation=cv2.INTER_CUBIC)
+        h, w = lr.shape[:2]
+        bicubic = cv2.resize(lr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
+        images = [("lr", lr, None), ("bicubic", bicubic, None)] + ([("sr", sr, self.sr_text)] if sr is not None else [])
         outputs = {}
-        for kind, image, text in (("lr", lr, None), ("bicubic", bicubic, None), ("sr", sr, self.sr_text)):
+        for kind, image, text in images:
             rel = face_file(face.track_id, face.frame_index, kind)
             outputs[kind] = FileRecord(rel, write_png(self.folder / rel, image, text))
         x1, y1, x2, y2 = face.crop.box
@@ -51,6 +56,7 @@ class FaceWriter:
             det_score=round(face.det_score, 4),
             quality={k: round(float(v), 4) for k, v in asdict(face.quality).items()},
             outputs=outputs,
+            not_enhanced=None if sr is not None else f"already {face_size(face.box)} px",
         )
         self.manifest.append(record.to_json())
         return record
@@ -60,12 +66,11 @@ class FaceWriter:
         fused, then the track's fusion line: frames used and rejected, residuals, parameters, the check."""
         record = fusion.manifest()
         outputs = {}
-        if fusion.ok and sr is not None:
+        if fusion.ok:
             n = len(record["frames_used"])
-            images = (
-                ("fused_x4", fusion.result.fused_x4, fusion_png_text(n)),  # type: ignore[union-attr]
-                ("fused_sr", sr, sr_png_text(self.model_label, f"the multi-frame reconstruction of {n} frames (×1)")),
-            )
+            images = [("fused_x4", fusion.result.fused_x4, fusion_png_text(n))]  # type: ignore[union-attr]
+            if sr is not None:  # None: the fused face is over --sr-max-face
+                images.append(("fused_sr", sr, sr_png_text(self.model_label, f"the multi-frame reconstruction of {n} frames (×1)")))
             for kind, image, text in images:
                 rel = fusion_file(fusion.track_id, kind)
                 outputs[kind] = FileRecord(rel, write_png(self.folder / rel, image, text))
