@@ -32,17 +32,23 @@ Protocol, per photo:
 
 The limit: per size the paired difference d = dist(SR) − dist(bicubic) (negative: SR is closer to
 the person), with a 95 % bootstrap CI of its mean. SR counts as closer at a size when the whole CI
-lies below 0. The measured limit is the smallest size from which on SR is not closer at any larger
-size measured either; the true crossover lies between the size below it and it. The limit from the
-mean alone (mean d ≥ 0 from there on) is printed beside it.
+lies below 0, measurably farther when the whole CI lies above 0. Two limits are printed:
+* the crossover: the smallest size from which on SR is not closer at any larger size measured
+  either (the true crossover lies between the size below it and it), and the same from the mean
+  alone (mean d ≥ 0 from there on);
+* the limit `--sr-max-face` defaults to: the largest size up to which SR is, at every size, closer
+  or not measurably farther than bicubic (the CI reaches 0 or below). Where SR is closer at small
+  sizes, this is the crossover or above it; where SR is closer at no size (what this benchmark
+  measured with the default generator), it keeps SR for the small faces on which it does identity
+  no measurable harm — where, too, it is cheapest — and drops it where it measurably moves the face
+  away from the person.
 
 Doubts: dlib aligns every face to a 150-px chip (the face ≈ 100 px of it), so above ≈ 25–30 px LR the
 ×4 output is shrunk again before it is compared; the descriptor is one model's view of identity.
 Photos are mostly frontal, well-lit portraits, and the degradation is synthetic.
 
-Run:  .venv/bin/python benchmarks/sr_budget.py       (≈ 10 min estimated on an idle 2-core CPU: ~1 min to
-                                                     find the faces, then ≈ 20 s of SR per photo; ≥ 1 h
-                                                     on a 2-core machine that others load to 6–8×)
+Run:  .venv/bin/python benchmarks/sr_budget.py       (≈ 2 min on an idle 2-core CPU with AMX (bf16), sizes
+                                                     10–128; several times that in fp32 or on a loaded machine)
       .venv/bin/python benchmarks/sr_budget.py --photos 6 --sizes 16,32,64   (a quick look, a few min)
 """
 
@@ -75,7 +81,7 @@ from cctvsr.images import IMAGE_SUFFIXES, read_image  # noqa: E402
 from cctvsr.jobs.options import FaceOptions, SrOptions  # noqa: E402
 
 FACES_DIR = REPO.parent / "shared" / "data" / "faces_hq"
-DEFAULT_SIZES = (16, 24, 32, 48, 64, 80, 96, 128)
+DEFAULT_SIZES = (10, 12, 16, 24, 32, 48, 64, 80, 96, 128)  # 10: the smallest --min-face
 DEFAULT_PHOTOS = 20
 DETECT_MAX_SIDE = 640  # as `evaluate`/`finetune` detect HR faces: on a copy at most this large
 BLUR_PER_FACTOR = 0.4  # camera blur σ in HR px per unit of shrink factor (as detect_recall.py)
@@ -297,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "d = SR − bicubic, negative = SR closer\n")
     print("| LR face | n | bicubic | SR | d mean [95 % CI] | SR closer | SR s/face |")
     print("|---:|---:|---:|---:|---|---:|---:|", flush=True)
-    closer_ci, closer_mean, used = [], [], []
+    closer_ci, closer_mean, harmless, used = [], [], [], []
     for row in measure(chosen, sizes, args.min_ratio, resolver.upscale, identity, args.seed):
         if not row.sr:
             print(f"| {row.size} px | 0 | | | | | |  (no HR face ≥ {args.min_ratio:g}× this size)", flush=True)
@@ -306,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lo, hi = row.ci(args.seed)
         used.append(row.size)
         closer_ci.append(hi < 0)
+        harmless.append(lo <= 0)
         closer_mean.append(d.mean() < 0)
         print(f"| {row.size} px | {len(d)} | {np.mean(row.bicubic):.3f} | {np.mean(row.sr):.3f} | "
               f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] | {np.mean(d < 0):.0%} | {np.mean(row.seconds):.2f} |", flush=True)
@@ -321,8 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"\nmean alone (mean d ≥ 0 at every size from there on): {said(by_mean)}")
     print(f"elapsed {time.perf_counter() - start:.0f} s")
-    print(f"measured --sr-max-face: {said(by_ci)}  (smallest size from which on the 95 % CI of SR − bicubic "
-          "no longer lies below 0)")
+    print(f"crossover: {said(by_ci)}  (smallest size from which on the 95 % CI of SR − bicubic no longer lies below 0)")
+    last = next((i for i, ok in enumerate(harmless) if not ok), len(used))
+    if last == 0:
+        print(f"measured --sr-max-face: none (SR measurably farther from the person than bicubic already at {used[0]} px)")
+    else:
+        print(f"measured --sr-max-face: {used[last - 1]} px  (largest size up to which SR is never measurably farther "
+              "from the person than bicubic: the 95 % CI of SR − bicubic reaches 0 or below at every size up to it)")
     return 0
 
 

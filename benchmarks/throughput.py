@@ -19,10 +19,16 @@ with `--sr-max-face 0` (no limit) and with the default, same everything else. Pr
 each and their ratio, and whether every face under the limit got the same SR PNG bytes in both.
 Bar: SR time cut ≥ 4×, every face under the limit enhanced as before.
 
+Part 0 — recall with the gate on: the demo clip (made as `samples/make_demo_clip.py` makes it)
+and every real clip in `../shared/data/video`, each through `enhance` with and without the gate
+(tiny generator); printed per clip: tracks kept by each, the ungated tracks with no gated match and
+the gated ones with no ungated match (same matching as part 1), and what the gate searched.
+Bar: every ungated track matched on every clip.
+
 Part 3 — × real time of the defaults (gate on, default generator and budget) on one minute of the
 long clip made at 1080p and at 854×480, and on the 768×432 clip with --fps 5.
 
-Run:  .venv/bin/python benchmarks/throughput.py            (≈ 25 min on a 2-core CPU)
+Run:  .venv/bin/python benchmarks/throughput.py            (≈ 30 min on a 2-core CPU)
       .venv/bin/python benchmarks/throughput.py --quick    (2-minute clip, part 3 on 30 s: ≈ 12 min)
 """
 
@@ -162,6 +168,36 @@ def stage_line(figures: RunFigures, seconds: float) -> str:
     )
 
 
+def compare_tracks(label: str, source: Path, root: Path, tiny: str, **options: object) -> bool:
+    """One clip through `enhance` without and with the gate: does every ungated track have a gated match?"""
+    runs = {}
+    for name, gate in (("ungated", False), ("gated", True)):
+        job = EnhanceOptions(source=str(source), out=root / f"{label}-{name}", sr=SrOptions(model=tiny), motion_gate=gate, **options)
+        runs[name] = run_job(name, job)
+    min_len = EnhanceOptions(source="", out=Path()).faces.min_track_len
+    ungated, gated = runs["ungated"].kept_tracks(min_len), runs["gated"].kept_tracks(min_len)
+    lost, new = unmatched(ungated, gated), unmatched(gated, ungated)
+    result = runs["gated"].result
+    print(f"| {label} | {result.frames} | {len(ungated)} | {len(gated)} | {len(lost)} | {len(new)} | "
+          f"{runs['ungated'].wall:.1f} / {runs['gated'].wall:.1f} s | {result.gate.describe()}"
+          + (f"; {result.gate.off}" if result.gate.off else "") + " |", flush=True)
+    return not lost
+
+
+def part_recall(root: Path, tiny: str) -> bool:
+    sys.path.insert(0, str(REPO / "samples"))
+    from make_demo_clip import make_demo_clip
+
+    print("\n## Part 0: recall with the gate on (tiny generator; tracks of ≥ --min-track-len frames)")
+    print("| clip | frames | tracks ungated | tracks gated | ungated without a gated match | gated without an ungated match | wall | gate |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    ok = compare_tracks("demo clip", make_demo_clip(root / "demo.mp4"), root, tiny)
+    for clip in sorted(VIDEO.iterdir()):
+        ok &= compare_tracks(clip.name, clip, root, tiny)
+    print(f"recall with the gate on — {'PASS' if ok else 'FAIL'} (bar: every ungated track matched on every clip)")
+    return ok
+
+
 def part_gating(root: Path, seconds: float, tiny: str) -> bool:
     clip = make_long_clip(root / "long.mp4", (768, 432), seconds)
     people = sum(e - s for s, e in clip.people) / (clip.seconds * 10)
@@ -218,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 2-minute clip for part 1 and 30 s clips for part 3")
     parser.add_argument("--model", default=None, help="generator for parts 2 and 3 (default: the registry's default)")
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 1,2")
+    parser.add_argument("--parts", default="0,1,2,3", help="which parts to run, e.g. 1,2")
     args = parser.parse_args(argv)
     if not STREET.is_file():
         print(f"{STREET} is missing: this benchmark needs ../shared/data/video", file=sys.stderr)
@@ -229,12 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if 1 in parts:
+        if parts & {0, 1}:
             from cctvsr.sr.weights import save_model_dir
             from tests.conftest import tiny_weights
 
             weights = tiny_weights()
             tiny = str(save_model_dir(root / "tiny", weights.config, weights.state_dict))
+        if 0 in parts:
+            ok &= part_recall(root, tiny)
+        if 1 in parts:
             ok &= part_gating(root, 120.0 if args.quick else 300.0, tiny)
         if 2 in parts:
             ok &= part_budget(root, args.model, limit)

@@ -81,7 +81,7 @@ def test_enhance_backend_onnx_matches_torch_fp32_and_records_the_backend(tmp_pat
     runs = {}
     for backend, extra in {"torch": ["--precision", "fp32"], "onnx": []}.items():
         out = tmp_path / backend
-        args = ["enhance", str(clip), "-o", str(out), "--model", str(tiny_model_dir), "--backend", backend, "--min-track-len", "1", *extra]
+        args = ["enhance", str(clip), "-o", str(out), "--model", str(tiny_model_dir), "--backend", backend, "--min-track-len", "1", "--sr-max-face", "0", *extra]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         (folder,) = out.iterdir()

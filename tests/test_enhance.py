@@ -36,9 +36,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def all_frames_run(demo: dict[str, Path]) -> Path:
-    """One uninterrupted --all-frames run: every tracked face is in the manifest."""
+    """One uninterrupted --all-frames run: every tracked face is in the manifest, every one enhanced
+    (--sr-max-face 0: the demo's faces are 20–48 px, most over the default limit)."""
     out = demo["root"] / "all-frames"
-    result = runner.invoke(app, ["enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames"])
+    args = ["enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames", "--sr-max-face", "0"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     (folder,) = out.iterdir()
     return folder
@@ -157,7 +159,8 @@ def test_best_views_are_whole_faces_where_the_person_is_ever_whole(demo: dict[st
 
 def test_killed_run_resumed_ends_with_the_same_manifest(demo: dict[str, Path], all_frames_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "cctvsr", "enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames"]
+    args = [sys.executable, "-m", "cctvsr", "enhance", str(demo["clip"]), "--out", str(out), "--model", str(demo["model"]), "--all-frames",
+            "--sr-max-face", "0"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / all_frames_run.name / "manifest.jsonl"
     deadline = time.monotonic() + 120
@@ -227,12 +230,15 @@ def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_pa
     assert "no face found in 20 frames" in result.stderr and "--det-scales 1,2,3" in result.stderr
 
 
+FUSED = ["--fuse", "--fuse-min", "3", "--fuse-max", "4", "--sr-max-face", "0"]  # small for CI; every fused face enhanced
+
+
 @pytest.fixture(scope="module")
 def fused_run(demo: dict[str, Path]) -> Path:
     """The first second of the demo clip with fusion on, at most 4 frames per track (kept small for CI)."""
     out = demo["root"] / "fused"
     args = ["enhance", str(demo["clip"]), "-o", str(out), "--model", str(demo["model"]), "--end", "1.0", "--best", "1"]
-    result = runner.invoke(app, [*args, "--fuse", "--fuse-min", "3", "--fuse-max", "4"])
+    result = runner.invoke(app, [*args, *FUSED])
     assert result.exit_code == 0, result.stderr
     (folder,) = out.iterdir()
     return folder
@@ -279,7 +285,7 @@ def test_fused_run_resumed_writes_nothing_twice(demo: dict[str, Path], fused_run
     before = (fused_run / "manifest.jsonl").read_text()
     args = ["enhance", str(demo["clip"]), "-o", str(fused_run.parent), "--model", str(demo["model"]), "--end", "1.0", "--best", "1"]
     (fused_run / "finished.json").unlink()  # as if killed after the last line
-    result = runner.invoke(app, [*args, "--fuse", "--fuse-min", "3", "--fuse-max", "4", "--resume"])
+    result = runner.invoke(app, [*args, *FUSED, "--resume"])
     assert result.exit_code == 0, result.stderr
     assert (fused_run / "manifest.jsonl").read_text() == before
 

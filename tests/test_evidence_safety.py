@@ -316,7 +316,7 @@ def test_damaged_weights_file_is_one_line(lab: dict[str, Path], tmp_path: Path, 
 
 def test_resume_refuses_a_deleted_output_and_names_it(finished_run: Path, tmp_path: Path, lab: dict[str, Path]) -> None:
     out, folder = _copy_run(finished_run, tmp_path)
-    victim = sorted(folder.rglob("*_sr.png"))[0]
+    victim = sorted(folder.rglob("*_bicubic.png"))[0]
     victim.unlink()
     line = _one_line_error(_enhance(lab, lab["clip"], out, "--resume"), 2, "1 of")
     assert f"{victim.relative_to(folder)} missing" in line

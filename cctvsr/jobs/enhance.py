@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from cctvsr.sr.engine import SuperResolver
     from cctvsr.video import SourceInfo
 
+# --sr-max-face's default, measured by benchmarks/sr_budget.py (20 real photos, faces 10–128 px, dlib
+# identity distance to the full-resolution face): the default generator brings a face closer to its
+# person than bicubic at no size; up to 24 px it is not measurably farther, from 32 px on it is.
+SR_MAX_FACE = 24
+
 
 @dataclass(frozen=True, kw_only=True)
 class EnhanceOptions:
@@ -60,9 +65,10 @@ class EnhanceOptions:
         2.0, "With --motion-gate: seconds between whole-frame searches (finds people who stand still).", min=0.0
     )
     sr_max_face: int = option(
-        0,
+        SR_MAX_FACE,
         "Do not super-resolve faces whose box's longer side is over this many px: their crop and bicubic view are "
-        "saved, marked 'not enhanced'. 0: no limit.",
+        "saved, marked 'not enhanced'. The default is measured (benchmarks/sr_budget.py): above it the default "
+        "generator's output is measurably farther from the person than bicubic. 0: no limit.",
         min=0,
     )
     time_offset: float = option(0.0, "Seconds added to the container's creation time (to correct a DVR clock).")
@@ -71,6 +77,14 @@ class EnhanceOptions:
         None, "Also write the input with face boxes and track ids drawn (a single video input)."
     )
     resume: bool = option(False, "Continue an interrupted run in --out (same input, options and model).", "--resume")
+    ray: Optional[str] = option(
+        None,
+        "Run on a Ray cluster, with the same outputs as one machine: 'local' (start Ray here), 'auto' (join the "
+        "running cluster) or the head's address (ray://host:10001). Needs pip install 'cctvsr[cluster]'.",
+    )
+    segment_minutes: float = option(
+        10.0, "With --ray: files longer than this are cut into overlapping time segments, worked on in parallel.", min=0.01
+    )
 
     def pipeline(self) -> PipelineOptions:
         """What the pipeline needs of these options (and what run.json records of them)."""
@@ -104,6 +118,7 @@ class EnhanceSummary:
     done: list[InputSummary] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
     warnings: list[str] = field(default_factory=list)  # to show once the run ended
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # --ray: units and faces per node
 
 
 def library_versions() -> dict[str, str]:
@@ -325,6 +340,11 @@ def _enhance_input(job: _Run, item: SourceInfo, state: FolderState, folder: Path
         raise
     if annotated:
         annotated.close()
+    return finish_input(job, item, folder, result, annotate)
+
+
+def finish_input(job: _Run, item: SourceInfo, folder: Path, result: EnhanceResult, annotate: Path | None = None) -> InputSummary:
+    """An input's faces are all written: its tracks.json, report.html and finished.json, and its summary."""
     document = tracks_document(item, job.model, result, folder)
     write_summaries(folder, document)
     stats = result.decode
@@ -338,6 +358,18 @@ def _enhance_input(job: _Run, item: SourceInfo, state: FolderState, folder: Path
     })
     why = why_no_faces(result, len(document.tracks), job.detector.min_face, job.pipeline.min_track_len)
     return InputSummary(item.label, folder, result, len(document.tracks), why, annotate)
+
+
+def input_warnings(done: InputSummary) -> list[str]:
+    """What the run says about one input once it ended: why nothing was kept, damage skipped."""
+    if done.result is None:
+        return []
+    stats, warnings = done.result.decode, []
+    if done.why_none:
+        warnings.append(f"{done.label}: {done.why_none}")
+    if stats.errors_skipped or stats.reconnects:
+        warnings.append(f"{done.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnect attempt(s)")
+    return warnings + stats.warnings  # each already names its input
 
 
 def run(
@@ -357,6 +389,10 @@ def run(
     from cctvsr.video import list_sources
 
     note = note or (lambda line: None)
+    if options.ray is not None:  # Ray is imported only here, and only with --ray
+        from cctvsr.cluster.driver import check_options
+
+        check_options(options)
     out, annotate = options.out, options.annotate
     if options.end is not None and options.start is not None and options.end <= options.start:
         raise InputError("--end must be after --start")
@@ -377,6 +413,10 @@ def run(
     weights = resolver.weights
     note(f"model [bold]{weights.name}[/] on {resolver.plan.describe()}")
     job = _Run(options, pipeline, detector, resolver, library_versions())
+    if options.ray is not None:
+        from cctvsr.cluster.driver import run_cluster
+
+        return run_cluster(job, sources, skipped, note=note, progress=progress, on_input=on_input)
 
     summary = EnhanceSummary(inputs=len(sources), warnings=list(skipped))
     for item in sources:
@@ -403,16 +443,7 @@ def run(
         summary.done.append(done)
         if on_input:
             on_input(done)
-        if done.result is None:
-            continue
-        stats = done.result.decode
-        if done.why_none:
-            summary.warnings.append(f"{item.label}: {done.why_none}")
-        if stats.errors_skipped or stats.reconnects:
-            summary.warnings.append(
-                f"{item.label}: {stats.errors_skipped} damaged packets/frames skipped, {stats.reconnects} reconnect attempt(s)"
-            )
-        summary.warnings += stats.warnings  # each already names its input
+        summary.warnings += input_warnings(done)
     if summary.failed:
         write_state(out / FAILED_FILE, {"failed": [{"input": label, "reason": reason} for label, reason in summary.failed], "skipped": skipped})
     else:
