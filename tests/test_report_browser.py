@@ -63,13 +63,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def report_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """enhance on a 2 s demo clip with the tiny model: six tracks, each with its best face."""
+    """enhance on a 2 s demo clip with the tiny model: six tracks, each with its best face enhanced.
+
+    --sr-max-face 0: the demo's faces are larger than the SR budget, and this test is about how
+    the AI-enhanced view is shown.
+    """
     root = tmp_path_factory.mktemp("report-browser")
     clip = make_demo_clip(root / "demo.mp4", seconds=2.0)
     weights = tiny_weights()
     model = save_model_dir(root / "tiny-model", weights.config, weights.state_dict)
     out = root / "out"
-    result = runner.invoke(app, ["enhance", str(clip), "--out", str(out), "--model", str(model), "--every", "2", "--best", "1"])
+    result = runner.invoke(app, ["enhance", str(clip), "--out", str(out), "--model", str(model), "--every", "2", "--best", "1", "--sr-max-face", "0"])
     assert result.exit_code == 0, result.stderr
     (folder,) = out.iterdir()
     return folder
