@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cctvsr import __version__
@@ -36,10 +37,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except CctvsrError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # messages quote paths and extras: [..] is text
         raise typer.Exit(exc.exit_code) from None
     except OSError as exc:  # the machine refused: read-only, full disk, permission, not a folder
-        err_console.print(f"[bold red]error:[/] {os_error_message(exc)}")
+        err_console.print(f"[bold red]error:[/] {escape(os_error_message(exc))}")
         raise typer.Exit(OutputError.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: files already written are complete")
@@ -126,6 +127,13 @@ def enhance(options: EnhanceOptions) -> None:
 
     with user_errors():
         summary = run(options, warn=warn, note=err_console.print, progress=progress, on_input=_print_enhanced)
+    if summary.nodes:  # --ray: where the work ran
+        nodes = Table(title="Ray nodes")
+        for column in ("node", "units (decode … select)", "SR calls"):
+            nodes.add_column(column)
+        for node, counts in sorted(summary.nodes.items()):
+            nodes.add_row(node, str(counts["units"]), str(counts["sr_calls"]))
+        out_console.print(nodes)
     for warning in summary.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
     if summary.failed:

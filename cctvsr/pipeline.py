@@ -360,16 +360,7 @@ def run_enhance(
                 crops.append(fusion.result.fused_x1)  # type: ignore[union-attr]
             outputs = resolver.upscale(crops) if crops else []
             t2 = time.perf_counter()
-            by_key = {face.key: sr for face, sr in zip(enhanced, outputs)}
-            for face in unit.faces:
-                if face.key in done:
-                    result.faces_resumed += 1
-                    continue
-                sr = by_key.get(face.key)
-                sink.write(face, sr)
-                result.faces_saved += 1
-                result.faces_not_enhanced += sr is None
-                hooks.saved(result.faces_saved)
+            save_faces(unit.faces, dict(zip((face.key for face in enhanced), outputs)), sink, done, result, hooks)
             if fusion is not None and fuse_left:
                 sink.write_fusion(fusion, outputs[-1] if fused_sr else None)
                 result.tracks_fused += fusion.ok
@@ -377,6 +368,23 @@ def run_enhance(
             result.times.sr += t2 - t1
             result.times.write += time.perf_counter() - t2
     return result
+
+
+def save_faces(
+    faces: list[FaceCandidate], sr: dict[tuple[int, int], np.ndarray], sink: FaceSink, done: set[tuple[int, int]],
+    result: EnhanceResult, hooks: ProgressHooks,
+) -> None:
+    """Hand a unit's faces to the sink with their SR images (`sr` by face key; none: not enhanced),
+    except those already saved by an interrupted run; counts them in `result`."""
+    for face in faces:
+        if face.key in done:
+            result.faces_resumed += 1
+            continue
+        image = sr.get(face.key)
+        sink.write(face, image)
+        result.faces_saved += 1
+        result.faces_not_enhanced += image is None
+        hooks.saved(result.faces_saved)
 
 
 def _best_frame(faces: list[FaceCandidate]) -> int | None:

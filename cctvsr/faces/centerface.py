@@ -50,8 +50,9 @@ _INPUT, _OUTPUTS = "input.1", ["537", "538", "539", "540"]  # heatmap, log size,
 LARGE_SHARE = 0.4
 
 
-def _session(providers: list[str] | None):
-    """An ONNX Runtime session of the packaged file with symbolic batch, height and width."""
+def _session(providers: list[str] | None, threads: int = 0):
+    """An ONNX Runtime session of the packaged file with symbolic batch, height and width
+    (threads: intra-op threads, 0 for ONNX Runtime's default of one per core)."""
     import onnx
     import onnxruntime as ort
 
@@ -72,7 +73,9 @@ def _session(providers: list[str] | None):
             for dim, name in zip(dims, ("batch", None, "height", "width")):
                 if name is not None:
                     dim.dim_param = name
-        return ort.InferenceSession(model.SerializeToString(), providers=providers or ["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnx / onnxruntime raise untyped errors for a damaged graph
         raise WeightsError(f"cannot load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -88,11 +91,13 @@ class CenterFaceDetector:
         scales: tuple[float, ...] = (1.0, 2.0),
         large_share: float | None = LARGE_SHARE,
         providers: list[str] | None = None,
+        threads: int = 0,
     ) -> None:
         """min_face: smallest face side kept, in frame pixels. threshold: heatmap score a face
         needs (default 0.3). scales: factors the frame is resized by before detection; faces of
         every scale come back in frame coordinates. large_share: MTCNN also looks for faces of at
-        least this share of the frame's short side (None: CenterFace alone)."""
+        least this share of the frame's short side (None: CenterFace alone). threads: ONNX
+        Runtime's intra-op threads (0: one per core; a Ray worker asks for its own share)."""
         check_detector_options(min_face, threshold)
         if large_share is not None and not 0.0 < large_share <= 1.0:
             raise ValueError(f"large_share must be in (0, 1], got {large_share}")
@@ -101,7 +106,7 @@ class CenterFaceDetector:
         self.scales = tuple(scales)
         self.large_share = large_share
         self.name = "centerface@" + ",".join(f"{scale:g}" for scale in self.scales)
-        self._session = _session(providers)
+        self._session = _session(providers, threads)
         self._mtcnn: MtcnnDetector | None = None
         if large_share is not None:
             self._mtcnn = MtcnnDetector(providers=providers, threads=1)  # ~2 ms a frame: one thread, no pool spinning

@@ -123,11 +123,13 @@ class FaceOptions:
 
             raise InputError(str(exc)) from None
 
-    def create_detector(self):  # -> (FaceDetector, a line saying which one runs); numpy/cv2 imported late
+    def create_detector(self, threads: int = 0):  # -> (FaceDetector, a line saying which one runs); numpy/cv2 imported late
+        """threads: the detector's ONNX Runtime threads (0: one per core)."""
         from cctvsr.faces.detect import create_detector
 
         return create_detector(
-            self.detector, pack=self.insightface_pack, min_face=self.min_face, threshold=self.det_threshold, scales=self.scales()
+            self.detector, pack=self.insightface_pack, min_face=self.min_face, threshold=self.det_threshold, scales=self.scales(),
+            threads=threads,
         )
 
 
