@@ -4,7 +4,9 @@
 #      128×128 LR, batch 1 and 32 (real face crops, SuperResolver.upscale as `upscale` runs it);
 #   2. the ONNX Runtime GPU providers and native TensorRT, where those packages work here, on the
 #      same crops (fp16 graphs, exported and parity-checked into the cache first);
-#   3. a short table at the end.
+#   3. a short table at the end;
+#   4. enhance's throughput on the GPU (benchmarks/throughput.py --device cuda, parts 1 and 3, --quick):
+#      decoding on the CPU, detection (ONNX Runtime CUDA) and SR (torch CUDA) on the GPU, × real time.
 # Usage: benchmarks/gpu.sh [PYTHON]   (default: .venv/bin/python, else python3)
 # Exits 3 with a one-line message when no CUDA device is usable by that Python's PyTorch.
 set -euo pipefail
@@ -17,7 +19,7 @@ if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-exec "$PY" - <<'PY'
+"$PY" - <<'PY'
 import math, sys, time
 from pathlib import Path
 
@@ -100,3 +102,7 @@ print()
 print(table(["backend", "precision", "plan", "LR size", "batch", "crops/s", "PSNR dB vs torch fp32", "vs torch fp32"], rows,
             [False, False, False, True, True, True, True, True]))
 PY
+
+echo
+echo "== enhance throughput on the GPU (benchmarks/throughput.py --device cuda --parts 1,3 --quick)"
+"$PY" benchmarks/throughput.py --device cuda --parts 1,3 --quick

@@ -29,6 +29,7 @@ Part 3 — × real time of the defaults (gate on, default generator and budget) 
 long clip made at 1080p and at 854×480, and on the 768×432 clip with --fps 5.
 
 Run:  .venv/bin/python benchmarks/throughput.py            (≈ 30 min on a 2-core CPU)
+      .venv/bin/python benchmarks/throughput.py --device cuda --parts 1,3   (benchmarks/gpu.sh: on the GPU)
       .venv/bin/python benchmarks/throughput.py --quick    (2-minute clip, part 3 on 30 s: ≈ 12 min)
 """
 
@@ -38,7 +39,7 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +116,37 @@ class RunFigures:
         return {t: b for t, b in self.boxes.items() if len(b) >= min_len}
 
 
+@dataclass
+class Placement:
+    """Where detection and SR run: the CPU, or (--device cuda, benchmarks/gpu.sh) the GPU with decoding on the CPU."""
+
+    device: str = "cpu"
+    detect_providers: list[str] | None = None  # ONNX Runtime providers of the detector (None: the CPU)
+
+
+PLACEMENT = Placement()
+
+
+def use_gpu() -> str:
+    """Detection on ONNX Runtime's CUDA provider and SR on torch CUDA; a line saying so (exits when either is missing)."""
+    import torch
+
+    from cctvsr.sr.onnx_runtime import usable_providers
+
+    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in usable_providers():
+        raise SystemExit("--device cuda needs torch with CUDA and onnxruntime-gpu (see the README's GPU install)")
+    PLACEMENT.device = "cuda"
+    PLACEMENT.detect_providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return f"GPU: {torch.cuda.get_device_name(0)} (detection on ONNX Runtime CUDA, SR on torch CUDA, decoding on the CPU)"
+
+
 def run_job(label: str, options: EnhanceOptions) -> RunFigures:
     """One input through `enhance`'s pipeline wired as the job wires it, recording every track's boxes."""
     source = list_sources(options.source)[0]
+    if PLACEMENT.device != "cpu":
+        options = replace(options, sr=replace(options.sr, device=PLACEMENT.device))
     pipeline = options.pipeline()
-    detector, _ = options.faces.create_detector()
+    detector, _ = options.faces.create_detector(providers=PLACEMENT.detect_providers)
     resolver = options.sr.resolver(None)
     job = _Run(options, pipeline, detector, resolver, library_versions())
     folder = output_folder(options.out, source)
@@ -262,12 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a 2-minute clip for part 1 and 30 s clips for part 3")
     parser.add_argument("--model", default=None, help="generator for parts 2 and 3 (default: the registry's default)")
     parser.add_argument("--parts", default="0,1,2,3", help="which parts to run, e.g. 1,2")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: detection and SR on the GPU (gpu.sh)")
     args = parser.parse_args(argv)
     if not STREET.is_file():
         print(f"{STREET} is missing: this benchmark needs ../shared/data/video", file=sys.stderr)
         return 2
     parts = {int(p) for p in args.parts.split(",")}
     print(f"CPU: {describe_cpu()}")
+    if args.device == "cuda":
+        print(use_gpu())
     limit = EnhanceOptions(source="", out=Path()).sr_max_face
     ok = True
     with tempfile.TemporaryDirectory() as tmp:

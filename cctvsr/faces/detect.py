@@ -364,6 +364,7 @@ def create_detector(
     threshold: float | None = None,
     scales: tuple[float, ...] = (1.0, 2.0),
     threads: int = 0,
+    providers: list[str] | None = None,
 ) -> tuple[FaceDetector, str]:
     """The detector to run and a one-line message telling the user which one and why.
 
@@ -371,17 +372,18 @@ def create_detector(
     CenterFace; "insightface" insists on the pack; "centerface" and "mtcnn" never look for it.
     scales: the frame sizes CenterFace looks at (MTCNN and SCRFD have their own pyramids).
     threads: ONNX Runtime's intra-op threads for CenterFace and MTCNN (0: one per core).
+    providers: ONNX Runtime execution providers (None: the CPU).
     """
     if kind not in DETECTOR_KINDS:
         raise InputError(f"unknown detector {kind!r}: choose one of {', '.join(DETECTOR_KINDS)}")
     if kind == "mtcnn":
-        return MtcnnDetector(min_face=min_face, threshold=threshold, threads=threads), "detector: MTCNN (embedded, as requested)"
+        return MtcnnDetector(min_face=min_face, threshold=threshold, providers=providers, threads=threads), "detector: MTCNN (embedded, as requested)"
     if kind == "centerface":
-        return _centerface(min_face, threshold, scales, threads, "as requested")
+        return _centerface(min_face, threshold, scales, threads, providers, "as requested")
     path, problem = _pack_detector_or_problem(pack, root)
     if path is not None:
         try:
-            detector = ScrfdDetector(path, min_face=min_face, threshold=threshold)
+            detector = ScrfdDetector(path, min_face=min_face, threshold=threshold, providers=providers)
         except WeightsError as exc:
             if kind == "insightface":
                 raise
@@ -395,13 +397,15 @@ def create_detector(
             f"InsightFace pack {pack} {problem}: unzip {_INSIGHTFACE_ZOO_URL}/{pack}.zip into {_shown(folder)} "
             "(weights for non-commercial research only), or use the embedded CenterFace detector"
         )
-    return _centerface(min_face, threshold, scales, threads, f"InsightFace pack {pack} {problem}")
+    return _centerface(min_face, threshold, scales, threads, providers, f"InsightFace pack {pack} {problem}")
 
 
-def _centerface(min_face: int, threshold: float | None, scales: tuple[float, ...], threads: int, why: str) -> tuple[FaceDetector, str]:
+def _centerface(
+    min_face: int, threshold: float | None, scales: tuple[float, ...], threads: int, providers: list[str] | None, why: str
+) -> tuple[FaceDetector, str]:
     from cctvsr.faces.centerface import CenterFaceDetector
 
-    detector = CenterFaceDetector(min_face=min_face, threshold=threshold, scales=scales, threads=threads)
+    detector = CenterFaceDetector(min_face=min_face, threshold=threshold, scales=scales, threads=threads, providers=providers)
     shown = ", ".join(f"×{s:g}" for s in scales)
     if detector.large_share is not None:
         shown += f" + MTCNN for faces ≥ {detector.large_share * 100:g} % of the frame's short side"

@@ -123,13 +123,13 @@ class FaceOptions:
 
             raise InputError(str(exc)) from None
 
-    def create_detector(self, threads: int = 0):  # -> (FaceDetector, a line saying which one runs); numpy/cv2 imported late
-        """threads: the detector's ONNX Runtime threads (0: one per core)."""
+    def create_detector(self, threads: int = 0, providers: list[str] | None = None):  # -> (FaceDetector, its line); numpy/cv2 late
+        """threads: the detector's ONNX Runtime threads (0: one per core); providers: its execution providers (None: CPU)."""
         from cctvsr.faces.detect import create_detector
 
         return create_detector(
             self.detector, pack=self.insightface_pack, min_face=self.min_face, threshold=self.det_threshold, scales=self.scales(),
-            threads=threads,
+            threads=threads, providers=providers,
         )
 
 
