@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cctvsr.cluster import require_ray
-from cctvsr.errors import CctvsrError, InputError
-from cctvsr.output.records import FAILED_FILE, MANIFEST_FILE
+from cctvsr.errors import InputError
+from cctvsr.output.records import MANIFEST_FILE
 
 if TYPE_CHECKING:
     from cctvsr.cluster.join import JoinedInput
@@ -107,8 +107,7 @@ def run_cluster(
     on_input: Callable[[InputSummary], None] | None,
 ) -> EnhanceSummary:
     """`enhance` over every input on Ray; the same summary, folders and files as `jobs.enhance.run`."""
-    from cctvsr.jobs.enhance import EnhanceSummary, InputSummary, output_folder, prepare_folder, run_identity
-    from cctvsr.run_folder import write_state
+    from cctvsr.jobs.enhance import EnhanceSummary, InputSummary, open_input, record_failures
 
     if any(item.kind == "stream" for item in sources):
         raise InputError("--ray works on files; a live stream is one machine's work (drop --ray)")
@@ -116,15 +115,10 @@ def run_cluster(
     summary = EnhanceSummary(inputs=len(sources), warnings=list(skipped))
     pending: dict[int, _Input] = {}
     for index, item in enumerate(sources):
-        folder = output_folder(options.out, item)
-        identity = run_identity(item, job.pipeline, job.detector.name, job.model, job.resolver.plan.describe())
-        try:
-            state = prepare_folder(folder, identity, options.resume)
-        except CctvsrError as exc:
-            if len(sources) == 1:
-                raise
-            summary.failed.append((item.label, str(exc)))
+        opened = open_input(job, item, summary, single=len(sources) == 1)
+        if opened is None:
             continue
+        folder, state = opened
         if state.finished is not None:
             done = InputSummary(item.label, folder)
             summary.done.append(done)
@@ -142,10 +136,7 @@ def run_cluster(
         finally:
             if started:
                 require_ray().shutdown()
-    if summary.failed:
-        write_state(options.out / FAILED_FILE, {"failed": [{"input": label, "reason": reason} for label, reason in summary.failed], "skipped": skipped})
-    else:
-        (options.out / FAILED_FILE).unlink(missing_ok=True)
+    record_failures(options.out, summary, skipped)
     return summary
 
 

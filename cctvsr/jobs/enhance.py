@@ -420,15 +420,10 @@ def run(
 
     summary = EnhanceSummary(inputs=len(sources), warnings=list(skipped))
     for item in sources:
-        folder = output_folder(out, item)
-        identity = run_identity(item, pipeline, detector.name, job.model, resolver.plan.describe())
-        try:
-            state = prepare_folder(folder, identity, options.resume)
-        except CctvsrError as exc:
-            if len(sources) == 1:
-                raise
-            summary.failed.append((item.label, str(exc)))
+        opened = open_input(job, item, summary, single=len(sources) == 1)
+        if opened is None:
             continue
+        folder, state = opened
         if state.finished is not None:
             done = InputSummary(item.label, folder)
         else:
@@ -444,8 +439,27 @@ def run(
         if on_input:
             on_input(done)
         summary.warnings += input_warnings(done)
+    record_failures(out, summary, skipped)
+    return summary
+
+
+def open_input(job: _Run, item: SourceInfo, summary: EnhanceSummary, *, single: bool) -> tuple[Path, FolderState] | None:
+    """The input's output folder and its state, checked against --resume. A folder that cannot be
+    used stops the run when it is the only input; otherwise it is in the summary's `failed` (None)."""
+    folder = output_folder(job.options.out, item)
+    identity = run_identity(item, job.pipeline, job.detector.name, job.model, job.resolver.plan.describe())
+    try:
+        return folder, prepare_folder(folder, identity, job.options.resume)
+    except CctvsrError as exc:
+        if single:
+            raise
+        summary.failed.append((item.label, str(exc)))
+        return None
+
+
+def record_failures(out: Path, summary: EnhanceSummary, skipped: list[str]) -> None:
+    """<out>/failed.json lists the inputs that failed and those skipped; gone when none failed."""
     if summary.failed:
         write_state(out / FAILED_FILE, {"failed": [{"input": label, "reason": reason} for label, reason in summary.failed], "skipped": skipped})
     else:
         (out / FAILED_FILE).unlink(missing_ok=True)
-    return summary
