@@ -12,7 +12,8 @@ truth the same way (ECC translation on luma) before PSNR-Y / SSIM-Y on the inner
 
 Faces are split by a fixed rule: every third photo (sorted by name) is for tuning, the rest are
 held out and measured here. Strengths inside fuse_track follow the noise/JPEG passed in, which
-the benchmark gives as the true values, as an estimate from the footage would be.
+the benchmark gives as the true values, as an estimate from the footage would be; for H.264 the
+stream's mean QP, read from the encoded clip as `enhance` reads it from its input.
 
 Run:  .venv/bin/python benchmarks/fusion.py            (12 held-out faces, all conditions; ≈ 10 min on 2 busy cores)
       .venv/bin/python benchmarks/fusion.py --quick    (5 faces, the bar conditions only)
@@ -36,6 +37,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
+from cctvsr.degrade.sensor_noise import mean_qp
 from cctvsr.device import describe_cpu
 from cctvsr.faces.select import sharpness_part
 from cctvsr.fusion import fuse_track
@@ -131,6 +133,7 @@ def split_faces() -> tuple[list[str], list[str]]:
 class Track:
     crops: list[np.ndarray]  # LR uint8 RGB
     truths: list[np.ndarray]  # each frame's truth on its ×4 grid, uint8 RGB
+    video_qp: float | None = None  # H.264 tracks: the stream's mean QP
 
 
 def _frame_maps(size: int, angle: float, scale: float, shift: tuple[float, float], yaw: float, face_half: float) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +153,8 @@ def _frame_maps(size: int, angle: float, scale: float, shift: tuple[float, float
     return (xr + c).astype(np.float32), (yr + c).astype(np.float32)
 
 
-def _h264(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
+def _h264(frames: list[np.ndarray], crf: int) -> tuple[list[np.ndarray], float | None]:
+    """The frames through libx264 at this CRF, decoded, and the stream's mean QP (what `enhance` tells fusion)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=25)
@@ -162,8 +166,10 @@ def _h264(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
         for packet in stream.encode():
             out.mux(packet)
     buf.seek(0)
+    qp = mean_qp(buf)
+    buf.seek(0)
     with av.open(buf) as inp:
-        return [fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)]
+        return [fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)], qp
 
 
 def make_track(region: np.ndarray, cond: Condition, rng: np.random.Generator) -> tuple[Track, float, float]:
@@ -192,11 +198,12 @@ def make_track(region: np.ndarray, cond: Condition, rng: np.random.Generator) ->
             ok, enc = cv2.imencode(".jpg", cv2.cvtColor(lr, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cond.jpeg])
             lr = cv2.cvtColor(cv2.imdecode(enc, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         wholes.append(lr)
+    qp = None
     if cond.crf is not None:
-        wholes = _h264(wholes, cond.crf)
+        wholes, qp = _h264(wholes, cond.crf)
     lo = (wholes[0].shape[0] - cond.lr) // 2
     crops = [np.ascontiguousarray(w[lo : lo + cond.lr, lo : lo + cond.lr]) for w in wholes]
-    return Track(crops, truths), float(math.sqrt(sx * sy)), cond.noise
+    return Track(crops, truths, qp), float(math.sqrt(sx * sy)), cond.noise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +252,7 @@ def run_one(region: np.ndarray, cond: Condition, seed: int) -> Outcome:
     best = int(np.argmax([sharpness_part(g) for g in greys]))
     singles = [aligned_scores(bicubic(c), t) for c, t in zip(track.crops, track.truths)]
     start = time.perf_counter()
-    result = fuse_track(track.crops, blur_sigma=blur, noise_sigma=noise, jpeg_quality=cond.jpeg, best_index=best)
+    result = fuse_track(track.crops, blur_sigma=blur, noise_sigma=noise, jpeg_quality=cond.jpeg, video_qp=track.video_qp, best_index=best)
     seconds = time.perf_counter() - start
     if result.fused_x4 is None:  # nothing shown: the user gets the best frame, a gain of 0
         return Outcome(0.0, 0.0, 0.0, seconds, len(result.used), False)

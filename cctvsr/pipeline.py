@@ -340,6 +340,7 @@ def run_enhance(
     anything left is computed whole, so a resumed run writes the same bytes). `make_tracker(frame_rate)`
     is called at the first frame with the rate frames reach the tracker (default: `default_tracker(options)`)."""
     result = EnhanceResult()
+    footage = footage_compression(source) if options.fusion is not None else {}
     producer = _Producer(source, options, detector, make_tracker or default_tracker(options), result, hooks, on_frame)
     with Prefetch(producer.run, size=QUEUE_UNITS, name="cctvsr-producer") as units:
         for unit in units:
@@ -350,7 +351,7 @@ def run_enhance(
             t0 = time.perf_counter()
             fusion = None
             if unit.views is not None and options.fusion is not None:
-                fusion = fuse_views(unit.views, options.fusion, best_frame=_best_frame(unit.faces))
+                fusion = fuse_views(unit.views, options.fusion, best_frame=_best_frame(unit.faces), **footage)
             t1 = time.perf_counter()
             # Faces over --sr-max-face are saved as they are (their crop is the evidence): no SR call.
             enhanced = [face for face in unit.faces if options.enhances(face_size(face.box))]
@@ -368,6 +369,15 @@ def run_enhance(
             result.times.sr += t2 - t1
             result.times.write += time.perf_counter() - t2
     return result
+
+
+def footage_compression(source: SourceInfo) -> dict[str, float]:
+    """What fusion is told about the input's compression: an H.264 file's mean QP (read once from its
+    first frames), so that its prior is as strong as the codec's error; nothing for other inputs."""
+    from cctvsr.degrade.sensor_noise import mean_qp
+
+    qp = mean_qp(source.path) if source.kind == "video" and source.path is not None else None
+    return {} if qp is None else {"video_qp": qp}
 
 
 def save_faces(

@@ -230,7 +230,9 @@ def test_video_without_faces_ends_with_zero_tracks(demo: dict[str, Path], tmp_pa
     assert "no face found in 20 frames" in result.stderr and "--det-scales 1,2,3" in result.stderr
 
 
-FUSED = ["--fuse", "--fuse-min", "3", "--fuse-max", "4", "--sr-max-face", "0"]  # small for CI; every fused face enhanced
+# At most 8 frames per track, for CI (the default is 16); every fused face enhanced. With at most 4,
+# no track of this H.264 clip passes the held-out check: its QP sets a prior too strong for 2-3 frames.
+FUSED = ["--fuse", "--fuse-max", "8", "--sr-max-face", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +266,8 @@ def test_fused_run_writes_fused_outputs_with_the_manifest_fields_and_the_report_
         if not f["fused"]:
             assert f["reason"] and record["outputs"] == {}
             continue
-        assert 3 <= len(f["frames_used"]) <= 4 and f["params"]["max_frames"] == 4 and f["check"]["consistent"]
+        assert 4 <= len(f["frames_used"]) <= 8 and f["params"]["max_frames"] == 8 and f["check"]["consistent"]
+        assert f["params"]["video_qp"] > 20  # the demo's H.264 QP, read from the stream, sets the prior
         assert set(f["residuals"]) <= {str(i) for i in f["frames_used"]}
         for kind, entry in record["outputs"].items():
             assert sha256_file(fused_run / entry["path"]) == entry["sha256"], kind

@@ -26,7 +26,7 @@ class MapSettings:
 
     delta: float  # Huber threshold, grey levels
     lam: float  # bilateral-TV weight
-    steps: int = 30
+    steps: int  # gradient steps (fuse.SOLVER_STEPS)
     step_size: float = 1.0  # scaled by 16 / frames inside (the data term's curvature grows with N)
     btv_radius: int = 2
     btv_decay: float = 0.7
