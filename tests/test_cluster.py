@@ -238,3 +238,14 @@ def test_a_single_machine_run_never_imports_ray(lab: dict[str, Path], tmp_path: 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("option", [["--fuse"], ["--all-frames"], ["--annotate", "annotated.mp4"]])
+def test_options_one_machine_runs_alone_are_refused_on_ray_in_one_line(lab: dict[str, Path], option: list[str]) -> None:
+    _ray()
+    out = lab["root"] / f"refused-{option[0].strip('-')}"
+    result = runner.invoke(app, ["enhance", str(lab["long"]), "--out", str(out), "--ray", "local", *option])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert len(errors) == 1 and option[0] in errors[0] and "--ray" in errors[0], result.stderr
+    assert not out.exists()
