@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cctvsr.cluster.segment import TrackPart, UnitResult
-from cctvsr.faces.motion import GateSettings, MotionGate
+from cctvsr.faces.motion import camera_moved_note
 from cctvsr.pipeline import EnhanceResult, FaceCandidate, PipelineOptions, TrackLog
 from cctvsr.video import DecodeStats
 
@@ -68,13 +68,6 @@ def _merge_logs(logs: list[TrackLog], track_id: int) -> TrackLog:
     first = min(logs, key=lambda log: log.first.frame).first
     last = max(logs, key=lambda log: log.last.frame).last
     return TrackLog(track_id, first, last, sum(log.faces_seen for log in logs))
-
-
-def _gate_off(moved: int, frames: int) -> str | None:
-    """The gate's own words for a camera that moved, over the whole input's frames."""
-    gate = MotionGate(GateSettings(0, 1.0, 3))
-    gate.camera_moved, gate._frames = moved, frames  # the sentence is MotionGate.off's, counted over every unit
-    return gate.off
 
 
 def join_input(results: list[UnitResult], options: PipelineOptions) -> JoinedInput:
@@ -130,7 +123,7 @@ def join_input(results: list[UnitResult], options: PipelineOptions) -> JoinedInp
         for name in ("decode", "detect", "track", "select"):
             setattr(result.times, name, getattr(result.times, name) + getattr(r.times, name))
         nodes[r.node] = nodes.get(r.node, 0) + 1
-    result.gate.off = _gate_off(moved, result.gate.frames) if options.full_detect_every is not None else None
+    result.gate.off = camera_moved_note(moved, result.gate.frames) if options.full_detect_every is not None else None
     result.decode = _merge_decode([r.decode for r in results])
     return JoinedInput([faces for _, _, faces in released], result, links, nodes)
 

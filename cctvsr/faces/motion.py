@@ -112,6 +112,16 @@ class GateStats:
         )
 
 
+def camera_moved_note(moved: int, frames: int) -> str | None:
+    """The summary's sentence for a gate that stood aside in `moved` of `frames` frames (None: in none)."""
+    if not moved:
+        return None
+    return (
+        f"the whole picture moved in {moved} of {frames} frames (a panning or handheld camera): "
+        "motion gating stood aside there and searched those frames whole"
+    )
+
+
 class MotionGate:
     """Plans, frame by frame, where the detector looks. One gate per input."""
 
@@ -131,12 +141,7 @@ class MotionGate:
     @property
     def off(self) -> str | None:
         """What the summary says when the gate stood aside for a moving camera (None: it never did)."""
-        if not self.camera_moved:
-            return None
-        return (
-            f"the whole picture moved in {self.camera_moved} of {self._frames} frames (a panning or handheld camera): "
-            "motion gating stood aside there and searched those frames whole"
-        )
+        return camera_moved_note(self.camera_moved, self._frames)
 
     def plan(self, frame: np.ndarray, tracked: np.ndarray) -> SearchPlan:
         """Where to search `frame` (H, W, 3 uint8) for faces; `tracked` (K, 4) are the last boxes of
