@@ -60,9 +60,10 @@ def connect(address: str) -> bool:
         return False
     try:
         if address == "local":
-            ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, log_to_driver=False,
+                     logging_level=logging.WARNING)
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--ray {address}: cannot join a Ray cluster ({first})") from None
@@ -144,10 +145,10 @@ def _quiet_ray_data() -> None:
     """Our progress bars and summary, not Ray Data's."""
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # before the switch, which itself warns
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _describe_cluster() -> str:
