@@ -250,7 +250,7 @@ def _fuse_chosen(crops: list[np.ndarray], greys: list[np.ndarray], chosen: list[
     records: dict[int, FrameRecord] = {i: FrameRecord(i, False, f"not among the {params.max_frames} frames chosen (max_frames)")
                                        for i in range(n) if i not in chosen}
     moving = [i for i in chosen if i != ref]
-    regs.update(zip(moving, pool.map(lambda i: register(greys[ref], greys[i], use_flow=params.use_flow), moving)))
+    regs.update(zip(moving, pool.map(lambda i: register(greys[ref], greys[i], use_flow=params.use_flow, noise=eff), moving)))
     others = [regs[i].residual for i in chosen if i != ref and regs[i].ok]
     limit = max(RESIDUAL_FACTOR * float(np.median(others)) if others else math.inf, RESIDUAL_FLOOR_PER_SIGMA * eff)
     for i in chosen:

@@ -10,6 +10,7 @@ gets a reason instead of silently spoiling the fused face.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -20,12 +21,17 @@ from cctvsr.fusion.grid import GRID, apply_affine, hr_coords, hr_to_lr, invert_a
 ECC_ITERATIONS = 60
 ECC_EPS = 1e-5
 ECC_SMOOTH = 5  # ECC's own Gaussian pre-filter (px on the ×4 grid)
+ECC_GRID = 2  # ECC runs on the ×2 grid (a quarter of the ×4 grid's pixels); its warp is carried to ×GRID
 MIN_CORRELATION = 0.75  # ECC coefficient below which the frame is not the same view of the face
 MAX_SCALE_CHANGE = 0.25  # |log scale| beyond this is not a face seen from the same camera
 MAX_SHIFT_SHARE = 0.25  # shift beyond this share of the crop side is a different region
 FLOW_SMOOTH_LR = 2.0  # σ (LR px) of the smoothing applied to the DIS flow
 FLOW_MIN_GAIN = 0.10  # keep the flow only if it lowers the residual by at least this share
 RESIDUAL_SMOOTH_LR = 1.0  # σ (LR px) applied before the residual, so aliasing is not counted as error
+# RMS of `residual` for two frames that differ by white noise of σ 1 alone: √2 / (2√π × the
+# smoothing σ in px). Where the affine residual is no more than the noise's, flow could only fit
+# noise and codec artefacts (on the demo clip, a pan, it was kept for 33 of 63 pairs that way).
+NOISE_RESIDUAL = math.sqrt(2.0) / (2.0 * math.sqrt(math.pi) * RESIDUAL_SMOOTH_LR)
 BORDER_LR = 2  # LR px at the crop edge left out of residuals (warps pull in the outside there)
 
 
@@ -69,8 +75,17 @@ class Registration:
         return x, y
 
 
-def _upsampled(grey: np.ndarray) -> np.ndarray:
-    return cv2.resize(grey, None, fx=GRID, fy=GRID, interpolation=cv2.INTER_CUBIC)
+def _upsampled(grey: np.ndarray, factor: int) -> np.ndarray:
+    return cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+
+
+def _rescale_warp(warp: np.ndarray, source: int, target: int) -> np.ndarray:
+    """An affine warp between ×`source` grids as the same motion between ×`target` grids (a ×s grid
+    point is s·x + (s − 1)/2 for the LR point x, the centres `cv2.resize` keeps)."""
+    lin = warp[:, :2]
+    bend = lin - np.eye(2)
+    shift = (target / source) * (warp[:, 2] + bend @ np.full(2, (source - 1) / 2)) - bend @ np.full(2, (target - 1) / 2)
+    return np.hstack([lin, shift[:, None]])
 
 
 def _phase_shift(ref: np.ndarray, mov: np.ndarray) -> tuple[float, float]:
@@ -127,26 +142,29 @@ def _implausible(warp: np.ndarray, shape: tuple[int, int]) -> str:
     return ""
 
 
-def register(ref: np.ndarray, frame: np.ndarray, *, use_flow: bool = True) -> Registration:
+def register(ref: np.ndarray, frame: np.ndarray, *, use_flow: bool = True, noise: float = 0.0) -> Registration:
     """Register `frame` to `ref` (both float32 luma, same LR shape). Never raises for a bad frame:
-    the result says ok=False and why."""
+    the result says ok=False and why. noise: the footage's effective luma noise (grey levels); dense
+    flow is tried only where the affine residual is more than that noise leaves in it."""
     shape = ref.shape
     dx, dy = _phase_shift(ref, frame)
-    warp = np.array([[1, 0, GRID * dx], [0, 1, GRID * dy]], dtype=np.float32)
-    ref_up, frame_up = _upsampled(ref), _upsampled(frame)
+    warp = np.array([[1, 0, ECC_GRID * dx], [0, 1, ECC_GRID * dy]], dtype=np.float32)
+    ref_ecc, frame_ecc = _upsampled(ref, ECC_GRID), _upsampled(frame, ECC_GRID)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, ECC_EPS)
+    smooth = max(1, ECC_SMOOTH * ECC_GRID // GRID) | 1
     try:
-        correlation, warp = cv2.findTransformECC(ref_up, frame_up, warp, cv2.MOTION_AFFINE, criteria, None, ECC_SMOOTH)
+        correlation, warp = cv2.findTransformECC(ref_ecc, frame_ecc, warp, cv2.MOTION_AFFINE, criteria, None, smooth)
     except cv2.error:
         try:  # a bad phase-correlation start can diverge; the identity is the other sensible start
             warp = np.eye(2, 3, dtype=np.float32)
-            correlation, warp = cv2.findTransformECC(ref_up, frame_up, warp, cv2.MOTION_AFFINE, criteria, None, ECC_SMOOTH)
+            correlation, warp = cv2.findTransformECC(ref_ecc, frame_ecc, warp, cv2.MOTION_AFFINE, criteria, None, smooth)
         except cv2.error:
             return Registration(np.eye(2, 3), None, float("inf"), 0.0, False, "ECC registration did not converge")
-    warp = warp.astype(np.float64)
+    warp = _rescale_warp(warp.astype(np.float64), ECC_GRID, GRID)
+    ref_up, frame_up = _upsampled(ref, GRID), _upsampled(frame, GRID)
     reg = Registration(warp, None, 0.0, float(correlation), True)
     reg = Registration(warp, None, residual(ref, frame, reg), float(correlation), True)
-    if use_flow:
+    if use_flow and reg.residual > NOISE_RESIDUAL * noise:
         reg = _refine_with_flow(ref, frame, ref_up, frame_up, reg)
     why = _implausible(warp, shape)
     if not why and reg.correlation < MIN_CORRELATION:
