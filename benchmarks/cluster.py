@@ -4,7 +4,8 @@ Why this script exists: a cluster is only worth its set-up if a second worker ne
 work done, and `--ray local` on one machine must not be much slower than the plain run it replaces.
 
 N demo clips (made as `samples/make_demo_clip.py` makes them, from a real group photo, each with its
-own sensor noise) in one folder go through `enhance` with the defaults, four ways, each in a fresh
+own sensor noise) in one folder go through `enhance` with the defaults but `--no-fuse` (fusion does
+not run on Ray yet), four ways, each in a fresh
 process so that its peak memory is its own:
 
 * plain      — one machine, no Ray (torch and ONNX Runtime on their default threads);
@@ -45,13 +46,14 @@ def one_run(clips: Path, out: Path, workers: str) -> dict[str, float]:
     """One enhance run in this process (the child's side): wall time, frames, peak RSS in MiB.
     workers: "none" (no Ray), "local" (`--ray local` starts Ray on every CPU) or a CPU count for Ray."""
     from cctvsr.jobs.enhance import EnhanceOptions, run
+    from cctvsr.jobs.options import FusionOptions
 
     started = time.perf_counter()
     if workers.isdigit():  # a Ray instance of that many CPUs, which `--ray local` joins instead of starting its own
         import ray
 
         ray.init(address="local", num_cpus=int(workers), include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-    summary = run(EnhanceOptions(source=str(clips), out=out, ray=None if workers == "none" else "local"))
+    summary = run(EnhanceOptions(source=str(clips), out=out, ray=None if workers == "none" else "local", fusion=FusionOptions(fuse=False)))
     wall = time.perf_counter() - started
     assert not summary.failed, summary.failed
     frames = sum(done.result.frames for done in summary.done if done.result is not None)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from cctvsr.device import describe_cpu
     from samples.make_demo_clip import gt_path, make_demo_clip
 
-    print(f"CPU: {describe_cpu()}; {args.clips} demo clips of {args.seconds:g} s (480×270, 12 fps), enhance defaults")
+    print(f"CPU: {describe_cpu()}; {args.clips} demo clips of {args.seconds:g} s (480×270, 12 fps), enhance defaults, --no-fuse")
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

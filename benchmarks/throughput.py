@@ -9,7 +9,7 @@ Part 1 — motion gating on a long clip. The clip is made from the real 1080p st
 people-free scene) with fresh sensor noise σ 2–4 in every frame, and the clip itself (played at
 the long clip's rate, forwards then backwards) in stretches covering ~20 % of the time; 768×432,
 10 fps, libx264 CRF 23. `enhance` runs on it with and without `--motion-gate` (everything else
-default; the tiny test generator, because SR is the same work in both runs and would only dilute
+default but `--no-fuse`, as in parts 0 and 2; the tiny test generator, because SR is the same work in both runs and would only dilute
 the ratio — SR's own saving is part 2's). Printed: per-stage time, × real time, tracks, and
 whether every ungated track has a gated one sharing ≥ 50 % of its frames at IoU ≥ 0.5.
 Bar: gated ≥ 3× faster overall, every ungated track matched.
@@ -51,7 +51,7 @@ if str(REPO) not in sys.path:
 from cctvsr.device import describe_cpu  # noqa: E402
 from cctvsr.faces.detections import FaceDetections  # noqa: E402
 from cctvsr.jobs.enhance import EnhanceOptions, _Run, library_versions, output_folder, prepare_folder, run_identity  # noqa: E402
-from cctvsr.jobs.options import SrOptions  # noqa: E402
+from cctvsr.jobs.options import FusionOptions, SrOptions  # noqa: E402
 from cctvsr.output.manifest import ManifestWriter  # noqa: E402
 from cctvsr.output.records import MANIFEST_FILE, read_faces  # noqa: E402
 from cctvsr.output.writer import FaceWriter  # noqa: E402
@@ -59,6 +59,10 @@ from cctvsr.pipeline import EnhanceResult, face_size, run_enhance  # noqa: E402
 from cctvsr.video import Frame, list_sources  # noqa: E402
 
 VIDEO = REPO.parent / "shared" / "data" / "video"
+# Parts 0–2 measure the gate and the SR budget alone: fusion is the same per-track work with and
+# without either (it would only dilute the ratios) and has its own benchmarks (fusion*.py). Part 3
+# runs the true defaults, fusion included.
+NO_FUSION = FusionOptions(fuse=False)
 STREET = VIDEO / "facenet-pytorch__video.mp4"
 GATE_BAR, SR_BAR = 3.0, 4.0
 MATCH_IOU, MATCH_SHARE = 0.5, 0.5
@@ -199,7 +203,8 @@ def compare_tracks(label: str, source: Path, root: Path, tiny: str, **options: o
     """One clip through `enhance` without and with the gate: does every ungated track have a gated match?"""
     runs = {}
     for name, gate in (("ungated", False), ("gated", True)):
-        job = EnhanceOptions(source=str(source), out=root / f"{label}-{name}", sr=SrOptions(model=tiny), motion_gate=gate, **options)
+        job = EnhanceOptions(source=str(source), out=root / f"{label}-{name}", sr=SrOptions(model=tiny), motion_gate=gate,
+                             fusion=NO_FUSION, **options)
         runs[name] = run_job(name, job)
     min_len = EnhanceOptions(source="", out=Path()).faces.min_track_len
     ungated, gated = runs["ungated"].kept_tracks(min_len), runs["gated"].kept_tracks(min_len)
@@ -219,7 +224,7 @@ def part_recall(root: Path, tiny: str) -> bool:
     print("| clip | frames | tracks ungated | tracks gated | ungated without a gated match | gated without an ungated match | wall | gate |")
     print("|---|---:|---:|---:|---:|---:|---|---|")
     demo = make_demo_clip(root / "demo.mp4")
-    run_job("warm-up", EnhanceOptions(source=str(demo), out=root / "warm-up", sr=SrOptions(model=tiny), end=0.5))  # first-call costs
+    run_job("warm-up", EnhanceOptions(source=str(demo), out=root / "warm-up", sr=SrOptions(model=tiny), end=0.5, fusion=NO_FUSION))  # first-call costs
     ok = compare_tracks("demo clip", demo, root, tiny)
     for clip in sorted(VIDEO.iterdir()):
         ok &= compare_tracks(clip.name, clip, root, tiny)
@@ -234,7 +239,7 @@ def part_gating(root: Path, seconds: float, tiny: str) -> bool:
           f"({len(clip.people)} stretches), tiny generator")
     runs = {}
     for label, gate in (("--no-motion-gate", False), ("--motion-gate", True)):
-        options = EnhanceOptions(source=str(clip.path), out=root / label, sr=SrOptions(model=tiny), motion_gate=gate)
+        options = EnhanceOptions(source=str(clip.path), out=root / label, sr=SrOptions(model=tiny), motion_gate=gate, fusion=NO_FUSION)
         runs[label] = run_job(label, options)
         print(stage_line(runs[label], clip.seconds), flush=True)
     min_len = EnhanceOptions(source="", out=Path()).faces.min_track_len
@@ -258,7 +263,8 @@ def part_budget(root: Path, model: str | None, limit: int) -> bool:
     print(f"\n## Part 2: SR budget on the 1080p street clip ({STREET.name}), default generator, --sr-max-face {limit} vs 0")
     runs = {}
     for label, max_face in (("no limit", 0), (f"limit {limit}", limit)):
-        options = EnhanceOptions(source=str(STREET), out=root / f"budget-{max_face}", sr=sr_options(model), sr_max_face=max_face)
+        options = EnhanceOptions(source=str(STREET), out=root / f"budget-{max_face}", sr=sr_options(model), sr_max_face=max_face,
+                                 fusion=NO_FUSION)
         runs[max_face] = run_job(label, options)
         print(stage_line(runs[max_face], 105 / 25), flush=True)
     everything = {r.key: r for r in read_faces(runs[0].folder / MANIFEST_FILE)}

@@ -32,7 +32,7 @@ from tests.conftest import tiny_weights
 
 runner = CliRunner()
 # --sr-max-face 0: the demo's faces are over the default SR budget, and equality of SR bytes is the point
-OPTIONS = ["--best", "2", "--sr-max-face", "0"]
+OPTIONS = ["--best", "2", "--sr-max-face", "0", "--no-fuse"]  # fusion is one machine's work for now
 SEGMENT = "0.05"  # minutes: the 16 s clip in six segments of 36 frames (3 s at 12 fps)
 CUTS = (36, 72, 108, 144, 180)
 
@@ -244,7 +244,8 @@ def test_a_single_machine_run_never_imports_ray(lab: dict[str, Path], tmp_path: 
 def test_options_one_machine_runs_alone_are_refused_on_ray_in_one_line(lab: dict[str, Path], option: list[str]) -> None:
     _ray()
     out = lab["root"] / f"refused-{option[0].strip('-')}"
-    result = runner.invoke(app, ["enhance", str(lab["long"]), "--out", str(out), "--ray", "local", *option])
+    fuse = [] if option == ["--fuse"] else ["--no-fuse"]  # fusion is on by default, and refused first
+    result = runner.invoke(app, ["enhance", str(lab["long"]), "--out", str(out), "--ray", "local", *option, *fuse])
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert len(errors) == 1 and option[0] in errors[0] and "--ray" in errors[0], result.stderr

@@ -53,8 +53,13 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def _manifest(folder: Path) -> list[dict]:
+def _lines(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def _manifest(folder: Path) -> list[dict]:
+    """The saved faces (fusion is on by default: each kept track also has a "record": "fusion" line)."""
+    return [r for r in _lines(folder) if r.get("record") != "fusion"]
 
 
 def _person(record: dict, truth: dict) -> int | None:
@@ -116,7 +121,8 @@ def test_tracks_json_agrees_with_manifest_and_report_links_only_existing_files(a
         assert track["best"]["sr"] == best["outputs"]["sr"]["path"]
     html = (all_frames_run / "report.html").read_text()
     links = re.findall(r'src="([^"]+)"', html)
-    assert len(links) == 3 * len(tracks)
+    fused = [t["fusion"] for t in tracks if t.get("fusion", {}).get("fused")]
+    assert len(links) == 3 * len(tracks) + sum(1 + (f["sr"] is not None) for f in fused)  # fusion is on by default
     assert all((all_frames_run / link).is_file() and not link.startswith(("/", "http")) for link in links)
     assert html.count("AI-enhanced — not an original image") >= len(tracks)
 
@@ -172,7 +178,7 @@ def test_killed_run_resumed_ends_with_the_same_manifest(demo: dict[str, Path], a
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     killed_lines = manifest.read_bytes().count(b"\n")
-    assert 30 <= killed_lines < len(_manifest(all_frames_run))
+    assert 30 <= killed_lines < len(_lines(all_frames_run))
 
     refused = runner.invoke(app, args[3:])
     assert refused.exit_code == 2 and "--resume" in refused.stderr
@@ -247,7 +253,7 @@ def fused_run(demo: dict[str, Path]) -> Path:
 
 
 def _fusions(folder: Path) -> list[dict]:
-    return [r for r in _manifest(folder) if r.get("record") == "fusion"]
+    return [r for r in _lines(folder) if r.get("record") == "fusion"]
 
 
 def test_fused_run_writes_fused_outputs_with_the_manifest_fields_and_the_report_column(fused_run: Path) -> None:

@@ -97,7 +97,9 @@ def test_report_opens_in_chromium_with_every_image_loaded_one_section_per_track_
     images = driver.execute_script(
         "return Array.from(document.images, i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight])"
     )
-    assert len(images) == 3 * len(tracks)  # LR, bicubic and SR per track
+    fused = {t["track_id"] for t in tracks if t.get("fusion", {}).get("fused")}
+    assert fused  # fusion is on by default: the fused and fused-SR columns are part of what is shown
+    assert len(images) == 3 * len(tracks) + 2 * len(fused)  # LR, bicubic and SR per track; fused ×4 and fused SR
     broken = [src for src, complete, width, height in images if not (complete and width > 0 and height > 0)]
     assert broken == []
 
@@ -106,10 +108,10 @@ def test_report_opens_in_chromium_with_every_image_loaded_one_section_per_track_
 
     sections = driver.find_elements(By.TAG_NAME, "section")
     assert [s.get_attribute("id") for s in sections] == [f"track-{t['track_id']:04d}" for t in tracks]
-    for section in sections:
+    for section, track in zip(sections, tracks):
         labels = section.find_elements(By.CSS_SELECTOR, "figcaption.ai")
-        assert len(labels) == 1 and labels[0].is_displayed() and AI_LABEL in labels[0].text, section.get_attribute("id")
-        size = labels[0].size
-        assert size["width"] > 0 and size["height"] > 0
+        assert len(labels) == 1 + (track["track_id"] in fused), section.get_attribute("id")  # SR, and fused SR
+        for label in labels:
+            assert label.is_displayed() and AI_LABEL in label.text and label.size["width"] > 0 and label.size["height"] > 0
     banner = driver.find_element(By.CSS_SELECTOR, "p.ai")
     assert banner.is_displayed() and "AI-enhanced" in banner.text

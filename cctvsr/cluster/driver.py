@@ -46,7 +46,7 @@ def check_options(options: EnhanceOptions) -> None:
     """Before any work: Ray is installed, and the options are ones the cluster runs as one machine does."""
     require_ray()
     if options.fusion.fuse:
-        raise InputError("--fuse is not yet supported with --ray; run it on one machine (drop --ray)")
+        raise InputError("--fuse (on by default) is not yet supported with --ray: add --no-fuse, or run it on one machine")
     if options.faces.all_frames:
         raise InputError("--all-frames is not yet supported with --ray; run it on one machine (drop --ray)")
     if options.annotate is not None:

@@ -141,8 +141,7 @@ class FusionResult:
             "residuals": {str(k): round(v, 3) for k, v in self.residuals.items() if math.isfinite(v)},
             "params": asdict(self.params) if self.params else None,
             "check": None if self.check is None else {**asdict(self.check), "consistent": self.check.consistent},
-            "seconds": round(self.seconds, 3),
-        }
+        }  # no timing: a resumed run must end with the same manifest as an uninterrupted one
 
 
 def _check_crops(crops: list[np.ndarray]) -> None:

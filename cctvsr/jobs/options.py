@@ -138,10 +138,10 @@ class FusionOptions:
     """Multi-frame fusion of each kept track (classical reconstruction from registered frames, no learned prior)."""
 
     fuse: bool = option(
-        False,
+        True,
         "Also reconstruct each kept track's face from its registered frames (track_XXXX/fused_x4.png, no learned "
-        "prior) and super-resolve that (fused_sr.png); not written when the frames do not register or the check fails. "
-        "Off by default for now: about 0.2-0.5 s per track for faces of 30-90 px, plus one more SR per track.",
+        "prior: real detail from many frames) and super-resolve that (fused_sr.png, within --sr-max-face); not written "
+        "when the frames do not register or the check fails. About 0.15 s per track of 16 frames.",
         "--fuse/--no-fuse",
     )
     fuse_min: int = option(4, "Fuse only tracks with at least this many usable frames.", min=2)
