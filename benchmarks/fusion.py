@@ -37,7 +37,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from cctvsr.degrade.kernels import anisotropic_gaussian_kernel
-from cctvsr.degrade.sensor_noise import mean_qp
+from cctvsr.degrade.jpeg import codec_qp
 from cctvsr.device import describe_cpu
 from cctvsr.faces.select import sharpness_part
 from cctvsr.fusion import fuse_track
@@ -166,10 +166,10 @@ def _h264(frames: list[np.ndarray], crf: int) -> tuple[list[np.ndarray], float |
         for packet in stream.encode():
             out.mux(packet)
     buf.seek(0)
-    qp = mean_qp(buf)
+    found = codec_qp(buf, 16)
     buf.seek(0)
     with av.open(buf) as inp:
-        return [fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)], qp
+        return [fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)], found[1] if found else None
 
 
 def make_track(region: np.ndarray, cond: Condition, rng: np.random.Generator) -> tuple[Track, float, float]:

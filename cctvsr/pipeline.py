@@ -31,6 +31,7 @@ from cctvsr.prefetch import Prefetch
 from cctvsr.sr.engine import SuperResolver
 from cctvsr.video import DecodeStats, Frame, FrameSampling, SourceInfo, read_frames
 
+FOOTAGE_QP_FRAMES = 16  # frames whose QP fusion's prior is set from
 QUEUE_UNITS = 4  # units of work decoded ahead of the super-resolver at most
 
 
@@ -374,10 +375,10 @@ def run_enhance(
 def footage_compression(source: SourceInfo) -> dict[str, float]:
     """What fusion is told about the input's compression: an H.264 file's mean QP (read once from its
     first frames), so that its prior is as strong as the codec's error; nothing for other inputs."""
-    from cctvsr.degrade.sensor_noise import mean_qp
+    from cctvsr.degrade.jpeg import codec_qp
 
-    qp = mean_qp(source.path) if source.kind == "video" and source.path is not None else None
-    return {} if qp is None else {"video_qp": qp}
+    found = codec_qp(source.path, FOOTAGE_QP_FRAMES) if source.kind == "video" and source.path is not None else None
+    return {"video_qp": found[1]} if found is not None and found[0] == "h264" else {}
 
 
 def save_faces(

@@ -277,9 +277,9 @@ def test_single_jpeg_q95_sigma2_at_the_floor_is_read_within_a_quarter_in_the_med
     assert abs(float(np.median(readings)) - 2.0) <= 0.5, readings
 
 
-def test_mean_qp_reads_a_constant_qp_stream_and_nothing_from_other_codecs(scene: np.ndarray, tmp_path: Path) -> None:
+def test_codec_qp_reads_a_constant_qp_stream_and_nothing_from_a_still(scene: np.ndarray, tmp_path: Path) -> None:
     """Fusion's prior follows the stream's QP: a clip encoded at constant QP 30 (P-frames only) reads 30."""
-    from cctvsr.degrade.sensor_noise import mean_qp
+    from cctvsr.degrade.jpeg import codec_qp
 
     path = tmp_path / "qp30.mp4"
     with av.open(str(path), "w") as out:
@@ -290,8 +290,9 @@ def test_mean_qp_reads_a_constant_qp_stream_and_nothing_from_other_codecs(scene:
         for frame in _noisy(scene, 4.0, 6, seed=7):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
-    assert mean_qp(path) == pytest.approx(30.0, abs=0.5)
-    assert mean_qp(tmp_path / "missing.mp4") is None
+    found = codec_qp(path, 16)
+    assert found is not None and found[0] == "h264" and found[1] == pytest.approx(30.0, abs=0.5)
+    assert codec_qp(tmp_path / "missing.mp4", 16) is None
     still = tmp_path / "still.jpg"
     still.write_bytes(_jpeg(scene, 80))
-    assert mean_qp(still) is None
+    assert codec_qp(still, 16) is None

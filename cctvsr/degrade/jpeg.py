@@ -34,7 +34,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import cv2
@@ -427,14 +427,15 @@ def blockiness_quality(frames: Sequence[np.ndarray]) -> CompressionEstimate:
 # The codec's own quantiser
 
 
-def codec_qp(path: Path, max_frames: int) -> tuple[str, float] | None:
+def codec_qp(path: Path | BinaryIO, max_frames: int) -> tuple[str, float] | None:
     """(codec name, mean QP) over the first `max_frames` decoded frames where FFmpeg's decoder
     exports per-block QPs (H.264 on 0–51; MPEG-1/2/4 part 2 on qscale 1–31); None otherwise
-    (HEVC, MJPEG, images, unreadable files). The mean includes each block's delta."""
+    (HEVC, MJPEG, images, unreadable files). The mean includes each block's delta. `path` may be
+    an open binary file (a clip encoded in memory)."""
     if max_frames <= 0:
         return None
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path) if isinstance(path, Path) else path) as container:
             if not container.streams.video:
                 return None
             stream = container.streams.video[0]

@@ -73,7 +73,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
 
 import av
 import cv2
@@ -857,29 +856,6 @@ def _type_qps(clip: _Clip, macroblocks: np.ndarray | None) -> dict[str, float]:
             values = qp_map
         found.setdefault(kind, []).append(float(np.mean(values)))
     return {kind: float(np.mean(v)) for kind, v in found.items()}
-
-
-def mean_qp(source: str | Path | BinaryIO, max_frames: int = 16) -> float | None:
-    """The mean quantiser parameter of an H.264 video's first `max_frames` frames, over every
-    macroblock (what the decoder exports as encoding parameters); None when the input is not H.264,
-    cannot be read, or carries no QP. Multi-frame fusion sets its prior's strength from it."""
-    try:
-        with av.open(source if not isinstance(source, Path) else str(source)) as container:
-            if not container.streams.video or container.streams.video[0].codec_context.name != "h264":
-                return None
-            stream = container.streams.video[0]
-            stream.codec_context.options = {"export_side_data": "venc_params"}
-            qps: list[float] = []
-            for index, frame in enumerate(container.decode(stream)):
-                if index >= max_frames:
-                    break
-                params = frame.side_data.get(av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS)
-                qp_map = params.qp_map() if params is not None else None
-                if qp_map is not None and np.size(qp_map):
-                    qps.append(float(np.mean(qp_map)))
-    except (av.FFmpegError, OSError, ValueError):
-        return None
-    return float(np.mean(qps)) if qps else None
 
 
 def _synthesis_encoder(clip: _Clip, static: np.ndarray | None) -> _Encoder | None:

@@ -209,7 +209,7 @@ def fuse_track(
     blur_sigma: the camera's lens blur in LR px (Gaussian), or blur_kernel on the ×4 grid;
     noise_sigma: per-channel sensor noise (grey levels) estimated from the footage, else estimated
     from this track; jpeg_quality: the footage's estimated JPEG quality (None: not JPEG); video_qp:
-    the H.264 stream's mean QP (`sensor_noise.mean_qp`; None: not known);
+    the H.264 stream's mean QP (`jpeg.codec_qp`; None: not known);
     best_index: the frame shown as the track's best, for the safety check (default: the reference);
     check_steps: gradient steps of the check's held-out solve (default: `steps`, so the check tests
     the estimate that is shown; fewer steps early-stop it, which predicts held-out frames *better* on
