@@ -9,8 +9,8 @@ Part 1 — motion gating on a long clip. The clip is made from the real 1080p st
 people-free scene) with fresh sensor noise σ 2–4 in every frame, and the clip itself (played at
 the long clip's rate, forwards then backwards) in stretches covering ~20 % of the time; 768×432,
 10 fps, libx264 CRF 23. `enhance` runs on it with and without `--motion-gate` (everything else
-default but `--no-fuse`, as in parts 0 and 2; the tiny test generator, because SR is the same work in both runs and would only dilute
-the ratio — SR's own saving is part 2's). Printed: per-stage time, × real time, tracks, and
+default but `--no-fuse`, as in parts 0 and 2, and the tiny test generator, because SR and fusion
+are the same work in both runs and would only dilute the ratio — SR's own saving is part 2's). Printed: per-stage time, × real time, tracks, and
 whether every ungated track has a gated one sharing ≥ 50 % of its frames at IoU ≥ 0.5.
 Bar: gated ≥ 3× faster overall, every ungated track matched.
 
