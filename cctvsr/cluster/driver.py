@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from cctvsr.jobs.enhance import EnhanceOptions, EnhanceSummary, FolderState, InputSummary, ProgressFactory, _Run
     from cctvsr.output.manifest import ManifestWriter
     from cctvsr.output.writer import FaceWriter
-    from cctvsr.pipeline import ProgressHooks
+    from cctvsr.pipeline import FaceCandidate, ProgressHooks
     from cctvsr.video import SourceInfo
 
 LOCAL_OBJECT_STORE = 256 * 1024**2  # bytes: `--ray local` keeps Ray's shared memory small (faces, not frames, cross it)
@@ -108,7 +108,7 @@ def run_cluster(
     on_input: Callable[[InputSummary], None] | None,
 ) -> EnhanceSummary:
     """`enhance` over every input on Ray; the same summary, folders and files as `jobs.enhance.run`."""
-    from cctvsr.jobs.enhance import EnhanceSummary, InputSummary, open_input, record_failures
+    from cctvsr.jobs.enhance import EnhanceSummary, open_input, record_failures
 
     if any(item.kind == "stream" for item in sources):
         raise InputError("--ray works on files; a live stream is one machine's work (drop --ray)")
@@ -116,17 +116,9 @@ def run_cluster(
     summary = EnhanceSummary(inputs=len(sources), warnings=list(skipped))
     pending: dict[int, _Input] = {}
     for index, item in enumerate(sources):
-        opened = open_input(job, item, summary, single=len(sources) == 1)
-        if opened is None:
-            continue
-        folder, state = opened
-        if state.finished is not None:
-            done = InputSummary(item.label, folder)
-            summary.done.append(done)
-            if on_input:
-                on_input(done)
-            continue
-        pending[index] = _Input(item, folder, state)
+        opened = open_input(job, item, summary, on_input, single=len(sources) == 1)
+        if opened is not None:
+            pending[index] = _Input(item, *opened)
     if pending:
         started = connect(options.ray or "local")
         try:
@@ -228,7 +220,6 @@ class _Cluster:
         import ray.data
 
         from cctvsr.cluster.stages import SuperResolveUnits
-        from cctvsr.pipeline import face_size
 
         rows = []
         for index, item in self.pending.items():
@@ -238,7 +229,7 @@ class _Cluster:
                 if all(face.key in item.state.done for face in faces):
                     item.ready[number] = None
                     continue
-                crops = [face.crop.image for face in faces if self.job.pipeline.enhances(face_size(face.box))]
+                crops = [face.crop.image for face in self._enhanced(faces)]
                 if crops:
                     rows.append({"key": f"{index}/{number}", "payload": pickle.dumps(crops)})
                 else:
@@ -257,6 +248,12 @@ class _Cluster:
         for item in self.pending.values():  # inputs whose every unit was resumed or empty
             self._flush(item)
 
+    def _enhanced(self, faces: list[FaceCandidate]) -> list[FaceCandidate]:
+        """The faces of a unit that get SR (within --sr-max-face), in the order their images come back."""
+        from cctvsr.pipeline import face_size
+
+        return [face for face in faces if self.job.pipeline.enhances(face_size(face.box))]
+
     def _super_resolved(self, row: dict[str, Any]) -> None:
         """One face unit back from an SR actor: written as soon as the units before it are."""
         index, number = (int(part) for part in row["key"].split("/"))
@@ -267,10 +264,10 @@ class _Cluster:
 
     def _flush(self, item: _Input) -> None:
         """Write the input's face units that are ready, in one machine's order; finish it after the last."""
-        from cctvsr.jobs.enhance import finish_input, input_warnings
+        from cctvsr.jobs.enhance import end_input, finish_input
         from cctvsr.output.manifest import ManifestWriter
         from cctvsr.output.writer import FaceWriter
-        from cctvsr.pipeline import face_size, save_faces
+        from cctvsr.pipeline import ProgressHooks, save_faces
 
         joined = item.joined
         if joined is None or item.next > len(joined.units):
@@ -285,23 +282,14 @@ class _Cluster:
             if item.writer is None:
                 item.manifest = ManifestWriter(item.folder / MANIFEST_FILE)
                 item.writer = FaceWriter(item.folder, item.manifest, job.provenance(item.source), job.model_label, job.resolver.scale)
-            enhanced = [face.key for face in faces if job.pipeline.enhances(face_size(face.box))]
             before = result.faces_saved
-            save_faces(faces, dict(zip(enhanced, outputs)), item.writer, item.state.done, result, _no_hooks())
+            sr = dict(zip((face.key for face in self._enhanced(faces)), outputs))
+            save_faces(faces, sr, item.writer, item.state.done, result, ProgressHooks())
             self.saved += result.faces_saved - before
             self.hooks.saved(self.saved)
         if item.next == len(joined.units):
             item.next += 1  # finished: never again
             if item.manifest is not None:
                 item.manifest.close()
-            done = finish_input(job, item.source, item.folder, result)
-            self.summary.done.append(done)
-            self.summary.warnings += input_warnings(done)
-            if self.on_input:
-                self.on_input(done)
+            end_input(self.summary, finish_input(job, item.source, item.folder, result), self.on_input)
 
-
-def _no_hooks() -> ProgressHooks:
-    from cctvsr.pipeline import ProgressHooks
-
-    return ProgressHooks()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -121,8 +121,6 @@ def unit_sampling(unit: WorkUnit, sampling: FrameSampling) -> FrameSampling:
 
 def run_unit(unit: WorkUnit, source: SourceInfo, options: PipelineOptions, detector: FaceDetector, node: str = "") -> UnitResult:
     """Decode, detect, track and select one unit; its tracks and counts as plain data."""
-    from dataclasses import replace
-
     started = time.perf_counter()
     result = EnhanceResult()
     producer = _UnitProducer(unit, source, replace(options, sampling=unit_sampling(unit, options.sampling)), detector, result)

@@ -161,11 +161,10 @@ def register(ref: np.ndarray, frame: np.ndarray, *, use_flow: bool = True, noise
         except cv2.error:
             return Registration(np.eye(2, 3), None, float("inf"), 0.0, False, "ECC registration did not converge")
     warp = _rescale_warp(warp.astype(np.float64), ECC_GRID, GRID)
-    ref_up, frame_up = _upsampled(ref, GRID), _upsampled(frame, GRID)
     reg = Registration(warp, None, 0.0, float(correlation), True)
     reg = Registration(warp, None, residual(ref, frame, reg), float(correlation), True)
     if use_flow and reg.residual > NOISE_RESIDUAL * noise:
-        reg = _refine_with_flow(ref, frame, ref_up, frame_up, reg)
+        reg = _refine_with_flow(ref, frame, reg)
     why = _implausible(warp, shape)
     if not why and reg.correlation < MIN_CORRELATION:
         why = f"does not match the reference (ECC correlation {reg.correlation:.2f} < {MIN_CORRELATION})"
@@ -178,8 +177,9 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _refine_with_flow(ref: np.ndarray, frame: np.ndarray, ref_up: np.ndarray, frame_up: np.ndarray, reg: Registration) -> Registration:
-    """DIS flow between the reference and the affinely warped frame, kept only where it helps."""
+def _refine_with_flow(ref: np.ndarray, frame: np.ndarray, reg: Registration) -> Registration:
+    """DIS flow between the reference and the affinely warped frame on the ×GRID grid, kept only where it helps."""
+    ref_up, frame_up = _upsampled(ref, GRID), _upsampled(frame, GRID)
     h, w = ref_up.shape
     x, y = hr_coords(h, w)
     fx, fy = apply_affine(reg.warp, x, y)

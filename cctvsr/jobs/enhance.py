@@ -420,41 +420,50 @@ def run(
 
     summary = EnhanceSummary(inputs=len(sources), warnings=list(skipped))
     for item in sources:
-        opened = open_input(job, item, summary, single=len(sources) == 1)
+        opened = open_input(job, item, summary, on_input, single=len(sources) == 1)
         if opened is None:
             continue
         folder, state = opened
-        if state.finished is not None:
-            done = InputSummary(item.label, folder)
-        else:
-            try:
-                done = _enhance_input(job, item, state, folder, progress)
-            except InputError as exc:
-                discard_failed_start(folder, state)
-                if len(sources) == 1:
-                    raise
-                summary.failed.append((item.label, str(exc)))  # one damaged file never stops the others
-                continue
-        summary.done.append(done)
-        if on_input:
-            on_input(done)
-        summary.warnings += input_warnings(done)
+        try:
+            done = _enhance_input(job, item, state, folder, progress)
+        except InputError as exc:
+            discard_failed_start(folder, state)
+            if len(sources) == 1:
+                raise
+            summary.failed.append((item.label, str(exc)))  # one damaged file never stops the others
+            continue
+        end_input(summary, done, on_input)
     record_failures(out, summary, skipped)
     return summary
 
 
-def open_input(job: _Run, item: SourceInfo, summary: EnhanceSummary, *, single: bool) -> tuple[Path, FolderState] | None:
-    """The input's output folder and its state, checked against --resume. A folder that cannot be
-    used stops the run when it is the only input; otherwise it is in the summary's `failed` (None)."""
+def open_input(
+    job: _Run, item: SourceInfo, summary: EnhanceSummary, on_input: Callable[[InputSummary], None] | None, *, single: bool
+) -> tuple[Path, FolderState] | None:
+    """The input's output folder and its state, checked against --resume; None when there is no work
+    to do: an earlier run finished it (it ends here), or its folder cannot be used (it is in the
+    summary's `failed`; the run stops instead when it is the only input)."""
     folder = output_folder(job.options.out, item)
     identity = run_identity(item, job.pipeline, job.detector.name, job.model, job.resolver.plan.describe())
     try:
-        return folder, prepare_folder(folder, identity, job.options.resume)
+        state = prepare_folder(folder, identity, job.options.resume)
     except CctvsrError as exc:
         if single:
             raise
         summary.failed.append((item.label, str(exc)))
         return None
+    if state.finished is not None:
+        end_input(summary, InputSummary(item.label, folder), on_input)
+        return None
+    return folder, state
+
+
+def end_input(summary: EnhanceSummary, done: InputSummary, on_input: Callable[[InputSummary], None] | None) -> None:
+    """An input has ended (now, or in an earlier run): into the summary, with what to warn about."""
+    summary.done.append(done)
+    summary.warnings += input_warnings(done)
+    if on_input:
+        on_input(done)
 
 
 def record_failures(out: Path, summary: EnhanceSummary, skipped: list[str]) -> None:
