@@ -84,8 +84,12 @@ from cctvsr.degrade.jpeg import BLOCK, _block_dct, _mjpeg_packets, _read_bytes, 
 from cctvsr.errors import InputError
 
 METHOD_JPEG_MULTIFRAME = "jpeg-multiframe-dct"
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # JFIF / BT.601 Y from R, G, B
-LUMA_GAIN = float(sum(w * w for w in LUMA_WEIGHTS))  # Var(Y noise) / σ² for equal, independent channels
+YCBCR_WEIGHTS = (  # JFIF / BT.601 Y, Cb, Cr from R, G, B
+    (0.299, 0.587, 0.114),
+    (-0.168736, -0.331264, 0.5),
+    (0.5, -0.418688, -0.081312),
+)
+LUMA_GAIN = float(sum(w * w for w in YCBCR_WEIGHTS[0]))  # Var(Y noise) / σ² for equal, independent channels
 ROUNDING_VARIANCE = (LUMA_GAIN + 1.0) / 12.0  # RGB rounded to uint8, then Y rounded again
 
 MIN_FRAMES = 3  # the benchmark measures 4 and 8; 2 can be asked for (min_frames=2) but is not benchmarked
@@ -101,6 +105,7 @@ MOVING_FRAME_SHARE = 0.5  # a frame where more blocks than this changed is dropp
 MAX_CAMERA_SHIFT = 0.3  # px of global shift between frames (phase correlation) taken as a moving camera
 SHIFT_RESPONSE = 0.5  # phase-correlation peak below which a frame has too little structure to place
 MAX_SIGMA = 20.0  # the largest sensor σ measured: the static-block tests assume no more
+CHANNEL_ERROR_ABS, CHANNEL_ERROR_REL = 0.5, 0.12  # R, G, B are given apart when each one's 2-SE half-width is within this (or this share)
 _S_RANGE = (0.02, 80.0)  # search range of the luma noise s (DCT units)
 _WINDOW = 7.0  # half-width, in s, of the integration windows around bin edges
 _CELLS_PER_S = 4  # integration cells per s near bin edges
@@ -146,14 +151,41 @@ class NoiseEstimate:
         }
 
 
+@dataclass(frozen=True)
+class _PlaneNoise:
+    """How RGB noise of σ per channel reaches one coded plane: s² = Σ gains·σ_c² + rounding."""
+
+    gains: tuple[float, float, float]
+    rounding: float
+
+    def sigma(self, s: float) -> float:
+        """σ, equal in every channel, that gives plane noise s."""
+        return math.sqrt(max(0.0, s * s - self.rounding) / sum(self.gains))
+
+    def s(self, sigma: float) -> float:
+        """The plane noise s (DCT units) that σ, equal in every channel, gives."""
+        return math.sqrt(sum(self.gains) * sigma * sigma + self.rounding) if sigma > 0 else 0.0
+
+
+def _plane_noise(weights: tuple[float, float, float], samples: int) -> _PlaneNoise:
+    """A plane computed from RGB (each value rounded to uint8) with `weights`, rounded, then
+    averaged over `samples` pixels (4 for 4:2:0 chroma, libjpeg's box downsampling) and rounded again."""
+    squares = tuple(w * w / samples for w in weights)
+    rounding = (sum(w * w for w in weights) + 1.0) / 12.0 / samples + (1.0 / 12.0 if samples > 1 else 0.0)
+    return _PlaneNoise(squares, rounding)  # type: ignore[arg-type]
+
+
+LUMA = _plane_noise(YCBCR_WEIGHTS[0], 1)
+
+
 def sigma_from_luma(luma_sigma: float) -> float:
     """Per-channel σ (equal channels) from the luma noise s of the encoder's Y (module note)."""
-    return math.sqrt(max(0.0, luma_sigma * luma_sigma - ROUNDING_VARIANCE) / LUMA_GAIN)
+    return LUMA.sigma(luma_sigma)
 
 
 def luma_from_sigma(sigma: float) -> float:
     """The luma noise s (DCT units) that per-channel σ gives after the encoder's rounding."""
-    return math.sqrt(LUMA_GAIN * sigma * sigma + ROUNDING_VARIANCE) if sigma > 0 else 0.0
+    return LUMA.s(sigma)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +196,9 @@ def luma_from_sigma(sigma: float) -> float:
 class _Decoded:
     pixels: np.ndarray  # (H, W, 3) YCbCr or (H, W, 1) Y, uint8, as the decoder produced them
     table: tuple[int, ...]  # the luma quantisation table, 64 entries in natural order
+    chroma_table: tuple[int, ...] | None = None  # Cb's and Cr's table, where both share one
+    subsampling: tuple[int, int] | None = None  # luma samples per chroma sample, across and down
+    by_ffmpeg: bool = False  # FFmpeg's encoder wrote it (its "Lavc…" comment)
 
 
 def _decode(data: bytes, name: str) -> _Decoded:
@@ -172,7 +207,8 @@ def _decode(data: bytes, name: str) -> _Decoded:
         raise InputError(f"{name}: not a JPEG image")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            luma_id = image.layer[0][3] if getattr(image, "layer", None) else 0
+            layers = list(getattr(image, "layer", None) or [])  # (component id, h, v, table id) per component
+            by_ffmpeg = bytes(image.info.get("comment", b"")).startswith(b"Lavc")
             if image.mode not in ("L", "RGB", "YCbCr"):
                 raise InputError(f"{name}: JPEG in {image.mode} is not supported (luma + chroma or grey only)")
             if image.mode == "RGB":
@@ -180,10 +216,35 @@ def _decode(data: bytes, name: str) -> _Decoded:
             pixels = np.asarray(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: cannot decode JPEG ({exc})") from None
+    luma_id = layers[0][3] if layers else 0
     if luma_id not in tables:
         raise InputError(f"{name}: the luma quantisation table {luma_id} is missing")
     pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-    return _Decoded(np.ascontiguousarray(pixels), tuple(int(v) for v in tables[luma_id]))
+    chroma_table, subsampling = None, None
+    if pixels.shape[2] == 3 and len(layers) == 3 and layers[1][1:] == layers[2][1:] and layers[1][3] in tables:
+        (_, h_luma, v_luma, _), (_, h_chroma, v_chroma, chroma_id) = layers[0], layers[1]
+        if h_luma % h_chroma == 0 and v_luma % v_chroma == 0:
+            chroma_table = tuple(int(v) for v in tables[chroma_id])
+            subsampling = (h_luma // h_chroma, v_luma // v_chroma)
+    return _Decoded(np.ascontiguousarray(pixels), tuple(int(v) for v in tables[luma_id]), chroma_table, subsampling, by_ffmpeg)
+
+
+def _chroma_planes(data: bytes, subsampling: tuple[int, int], height: int, width: int) -> np.ndarray | None:
+    """(2, h, w) the Cb and Cr planes as coded (before the decoder upsamples them: FFmpeg's MJPEG
+    decoder hands them over as they are), or None when they do not have the size `subsampling` says."""
+    try:
+        decoded = av.CodecContext.create("mjpeg", "r").decode(av.Packet(data))
+    except av.FFmpegError:
+        return None
+    if len(decoded) != 1 or len(decoded[0].planes) != 3:
+        return None
+    shape = (-(-height // subsampling[1]), -(-width // subsampling[0]))
+    planes = []
+    for plane in decoded[0].planes[1:]:
+        if (plane.height, plane.width) != shape:
+            return None
+        planes.append(np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width])
+    return np.stack(planes)
 
 
 def _as_bytes(frame: bytes | str | Path) -> tuple[bytes, str]:
@@ -435,26 +496,25 @@ def _maximise(loglik, bounds: tuple[float, float]) -> float:
 # Static blocks
 
 
-def _median_rgb_blocks(pixels: np.ndarray) -> np.ndarray:
-    """(B, 64·channels) the temporal median frame's values, in RGB, block by block."""
+def _median_rgb_blocks(pixels: np.ndarray, block: tuple[int, int] = (BLOCK, BLOCK)) -> np.ndarray:
+    """(B, area·channels) the temporal median frame's values, in RGB, over blocks of (rows, cols)."""
     median = np.median(pixels, axis=0)  # (H, W, C)
     if median.shape[2] == 3:
         y, cb, cr = median[..., 0], median[..., 1] - 128.0, median[..., 2] - 128.0
         rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=-1)
     else:
         rgb = median
-    rows, cols = rgb.shape[0] // BLOCK, rgb.shape[1] // BLOCK
-    blocks = rgb[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK, -1).transpose(0, 2, 1, 3, 4)
+    rows, cols = rgb.shape[0] // block[0], rgb.shape[1] // block[1]
+    blocks = rgb[: rows * block[0], : cols * block[1]].reshape(rows, block[0], cols, block[1], -1).transpose(0, 2, 1, 3, 4)
     return blocks.reshape(rows * cols, -1)
 
 
-def _decoded_clipped(pixels: np.ndarray) -> np.ndarray:
-    """(B,) blocks whose decoded luma reaches 0 or 255 in some frame: the decoder clipped them, so
-    their DCT no longer gives back the encoder's levels."""
-    luma = pixels[..., 0]
-    frames, height, width = luma.shape
+def _decoded_clipped(plane: np.ndarray) -> np.ndarray:
+    """(B,) blocks of a decoded (K, H, W) plane that reach 0 or 255 in some frame: the decoder
+    clipped them, so their DCT no longer gives back the encoder's levels."""
+    frames, height, width = plane.shape
     rows, cols = height // BLOCK, width // BLOCK
-    blocks = luma[:, : rows * BLOCK, : cols * BLOCK].reshape(frames, rows, BLOCK, cols, BLOCK)
+    blocks = plane[:, : rows * BLOCK, : cols * BLOCK].reshape(frames, rows, BLOCK, cols, BLOCK)
     return ((blocks == 0) | (blocks == 255)).any(axis=(0, 2, 4)).ravel()
 
 
@@ -496,28 +556,43 @@ class _Fit:
     note: str = ""
     flip_frequencies: int = 0
     variance_frequencies: int = 0
+    s_error: float = float("nan")  # standard error of ŝ, from the log-likelihood's curvature
 
 
-def _estimate_luma(levels: np.ndarray, steps: np.ndarray, pixels: np.ndarray, min_frames: int, min_blocks: int) -> _Fit:
-    """ŝ from (K, B, 64) levels, the (64,) luma table and the decoded (K, H, W, C) pixels."""
+def _standard_error(loglik, s: float, step: float = 0.05) -> float:
+    """SE of ŝ from the curvature of loglik in log s (nan where it is not a maximum)."""
+    up, mid, down = loglik(s * math.exp(step)), loglik(s), loglik(s * math.exp(-step))
+    curvature = (2.0 * mid - up - down) / (step * step)
+    return s / math.sqrt(curvature) if curvature > 0 else float("nan")
+
+
+def _estimate_plane(
+    levels: np.ndarray,
+    steps: np.ndarray,
+    rgb_blocks: np.ndarray,
+    clipped: np.ndarray,
+    noise: _PlaneNoise,
+    min_frames: int,
+    min_blocks: int,
+) -> _Fit:
+    """ŝ of one plane from its (K, B, 64) levels and (64,) table; `rgb_blocks` (B, ·) the median
+    frame's RGB over each block's area and `clipped` (B,) its decoded clipping, for the masks."""
     usable = steps >= MIN_STEP
     usable[0] = False  # the DC's clean values are spread over the whole range: not Laplacian
     frequencies = np.flatnonzero(usable)
     if not len(frequencies):
         return _Fit(s=float("nan"), blocks=0, frames=levels.shape[0], note="every AC quantisation step is below 2")
-    rgb_blocks = _median_rgb_blocks(pixels)
-    clipped = _decoded_clipped(pixels)
     medians: dict[tuple, np.ndarray] = {}
     statistics: dict[tuple, tuple] = {}
     all_frames = tuple(range(levels.shape[0]))
-    s_cap = luma_from_sigma(MAX_SIGMA)
+    s_cap = noise.s(MAX_SIGMA)
     s = min(_first_guess(levels, steps, usable), s_cap)  # motion inflates the guess: cap it
     done: set = set()
     previous: float | None = None
     fit: _Fit | None = None
     for _ in range(4):  # masks and regimes settle in 2–3 rounds; the 4th only confirms
         s = min(s, s_cap)
-        unsaturated = _unsaturated(rgb_blocks, sigma_from_luma(s)) & ~clipped
+        unsaturated = _unsaturated(rgb_blocks, noise.sigma(s)) & ~clipped
         if not unsaturated.any():
             return _Fit(s=float("nan"), blocks=0, frames=levels.shape[0], note="every block is near black or white")
         if all_frames not in medians:
@@ -566,8 +641,58 @@ def _estimate_luma(levels: np.ndarray, steps: np.ndarray, pixels: np.ndarray, mi
             return _Fit(s=float("nan"), blocks=blocks, frames=k, note=note)
         previous = max(s, _S_RANGE[0] * 1.5)
         fit = _Fit(s=s, blocks=blocks, frames=k, flip_frequencies=len(flips), variance_frequencies=len(variances))
+        fit_loglik = loglik
     assert fit is not None  # the first round always fits or returns
+    fit.s_error = _standard_error(fit_loglik, fit.s)
     return fit
+
+
+def _levels(planes: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(K, B, 64) quantised DCT levels of (K, H, W) decoded planes."""
+    return np.stack([np.rint(_block_dct(plane) / steps).astype(np.int32) for plane in planes])
+
+
+def _channels_apart(
+    frames: Sequence[bytes], group: Sequence[_Decoded], pixels: np.ndarray, luma: _Fit, min_frames: int, min_blocks: int
+) -> tuple[tuple[float, float, float] | None, str]:
+    """σ of R, G and B apart, from the noise of Y (`luma`), Cb and Cr (module note), or None and why not."""
+    first = group[0]
+    if first.subsampling is None or any((d.chroma_table, d.subsampling) != (first.chroma_table, first.subsampling) for d in group):
+        return None, "R, G, B not told apart: the frames' chroma planes do not share one table and sampling"
+    if first.by_ffmpeg:
+        return None, "R, G, B not told apart: FFmpeg's encoder filters chroma with its scaler, not a 2×2 average (module note)"
+    across, down = first.subsampling
+    height, width = first.pixels.shape[:2]
+    rows, cols = height // (BLOCK * down), width // (BLOCK * across)
+    coded = [_chroma_planes(data, first.subsampling, height, width) for data in frames]
+    if any(planes is None for planes in coded) or not rows or not cols:
+        return None, "R, G, B not told apart: the chroma planes could not be read as coded"
+    chroma = np.stack(coded)[:, :, : rows * BLOCK, : cols * BLOCK]  # type: ignore[call-overload]
+    steps = np.asarray(first.chroma_table, np.float64)
+    rgb_blocks = _median_rgb_blocks(pixels, (BLOCK * down, BLOCK * across))
+    models = [LUMA] + [_plane_noise(weights, across * down) for weights in YCBCR_WEIGHTS[1:]]
+    fits = [luma]
+    for index in (0, 1):
+        plane = chroma[:, index]
+        fits.append(_estimate_plane(_levels(plane, steps), steps, rgb_blocks, _decoded_clipped(plane), models[index + 1], min_frames, min_blocks))
+        if not math.isfinite(fits[-1].s):
+            return None, f"R, G, B not told apart: {'Cb' if index == 0 else 'Cr'} {fits[-1].note}"
+    gains = np.array([m.gains for m in models])
+    s = np.array([f.s for f in fits])
+    variances, _ = optimize.nnls(gains, np.maximum(s * s - np.array([m.rounding for m in models]), 0.0))
+    inverse = np.linalg.inv(gains)
+    spread = np.sqrt(((inverse * (2.0 * s * np.array([f.s_error for f in fits]))[None, :]) ** 2).sum(axis=1))
+    sigmas = np.sqrt(variances)
+    low, high = np.sqrt(np.maximum(variances - 2.0 * spread, 0.0)), np.sqrt(variances + 2.0 * spread)
+    half = 0.5 * (high - low)
+    allowed = np.maximum(CHANNEL_ERROR_ABS, CHANNEL_ERROR_REL * sigmas)
+    if not np.all(half <= allowed):  # nan (no curvature) fails too
+        worst = int(np.nanargmax(half / allowed)) if np.isfinite(half).any() else 0
+        return None, (
+            f"R, G, B not told apart: chroma at this quantisation keeps too little noise "
+            f"({'RGB'[worst]} ±{half[worst]:.1f}, more than ±{allowed[worst]:.1f})"
+        )
+    return (float(sigmas[0]), float(sigmas[1]), float(sigmas[2])), ""
 
 
 def _camera_shift(luma: np.ndarray) -> float:
@@ -630,17 +755,18 @@ def jpeg_multiframe_sigma(
             note=f"all {len(raw)} frames are identical: no noise reached the codec (or the camera repeats one frame)",
         )
     names = {data: name for data, name in raw}
-    decoded = [_decode(data, names[data]) for data in unique]
+    decoded = [(data, _decode(data, names[data])) for data in unique]
 
     def refused(note: str, used: int, blocks: int = 0) -> NoiseEstimate:
         return NoiseEstimate(None, None, None, METHOD_JPEG_MULTIFRAME, used, codec, blocks_used=blocks, note=note)
 
-    groups: dict[tuple, list[_Decoded]] = {}
-    for item in decoded:
-        groups.setdefault((item.pixels.shape, item.table), []).append(item)
+    groups: dict[tuple, list[tuple[bytes, _Decoded]]] = {}
+    for data, item in decoded:
+        groups.setdefault((item.pixels.shape, item.table), []).append((data, item))
     if not groups:
         return refused("no frames", 0)
-    key, group = max(groups.items(), key=lambda kv: len(kv[1]))
+    key, members = max(groups.items(), key=lambda kv: len(kv[1]))
+    group = [item for _, item in members]
     note = ""
     if len(group) < len(decoded):
         note = f"{len(decoded) - len(group)} frame(s) of another size or quantisation table left out"
@@ -657,22 +783,23 @@ def jpeg_multiframe_sigma(
     shift = _camera_shift(pixels[..., 0]) if min(height, width) >= 4 * BLOCK else 0.0
     if shift > MAX_CAMERA_SHIFT:
         return refused(f"the camera moved (frames shifted by up to {shift:.1f} px): not a static view", len(group))
-    levels = np.stack([np.rint(_block_dct(item.pixels[:, :, 0]) / steps).astype(np.int32) for item in group])
-    fit = _estimate_luma(levels, steps, pixels, min_frames, min_blocks)
+    luma = pixels[..., 0]
+    fit = _estimate_plane(_levels(luma, steps), steps, _median_rgb_blocks(pixels), _decoded_clipped(luma), LUMA, min_frames, min_blocks)
     if not math.isfinite(fit.s):
         return refused("; ".join(filter(None, [fit.note, note])), fit.frames, fit.blocks)
     grey = pixels.shape[3] == 1
     sigma = round(math.sqrt(max(0.0, fit.s**2 - 1.0 / 12.0)) if grey else sigma_from_luma(fit.s), 3)
+    apart, why = (None, "") if grey else _channels_apart([data for data, _ in members], group, pixels, fit, min_frames, min_blocks)
     return NoiseEstimate(
         sigma=sigma,
-        sigma_per_channel=(sigma, sigma, sigma),
+        sigma_per_channel=tuple(round(v, 3) for v in apart) if apart else (sigma, sigma, sigma),  # type: ignore[arg-type]
         upper_bound=None,
         method=METHOD_JPEG_MULTIFRAME,
         frames_used=fit.frames,
         codec=codec,
         blocks_used=fit.blocks,
-        channels="grey" if grey else "equal",
-        note=note,
+        channels="grey" if grey else "measured" if apart else "equal",
+        note="; ".join(filter(None, [note, why])),
     )
 
 
@@ -704,10 +831,6 @@ SYNTH_BOUND_FACTOR = 2.5  # a bound is where re-encoded noise gives this × the 
 SYNTH_BOUND_MARGIN = 1.3  # … times this: where few macroblocks keep noise, the re-encode keeps more than the camera did (σ 10 read 9.3)
 SYNTH_MIN_MACROBLOCKS = 24  # static macroblocks (in the crop) below which the estimate is refused
 _STUDIO_LUMA, _STUDIO_CHROMA = 219.0 / 255.0, 224.0 / 255.0  # limited ("tv") range scales Y and C
-_CHROMA_GAIN = (  # Var(Cb), Var(Cr) per σ² for equal, independent RGB noise (BT.601), then 2×2 averaged
-    (0.168736**2 + 0.331264**2 + 0.5**2) / 4.0,
-    (0.5**2 + 0.418688**2 + 0.081312**2) / 4.0,
-)
 _X264_NAMES = {  # x264's option SEI names → x264_param_parse names (values passed as written)
     "cabac": "cabac", "ref": "ref", "me": "me", "subme": "subme", "psy": "psy", "mixed_ref": "mixed-refs",
     "me_range": "merange", "chroma_me": "chroma-me", "trellis": "trellis", "8x8dct": "8x8dct",
@@ -979,7 +1102,8 @@ def _luma_plane(frame: av.VideoFrame) -> np.ndarray:
 def _noise_scales(full_range: bool) -> tuple[float, float, float]:
     """Noise std of Y, Cb, Cr (4:2:0) per unit of per-channel RGB σ."""
     luma, chroma = (1.0, 1.0) if full_range else (_STUDIO_LUMA, _STUDIO_CHROMA)
-    return luma * math.sqrt(LUMA_GAIN), chroma * math.sqrt(_CHROMA_GAIN[0]), chroma * math.sqrt(_CHROMA_GAIN[1])
+    cb, cr = (sum(_plane_noise(weights, 4).gains) for weights in YCBCR_WEIGHTS[1:])
+    return luma * math.sqrt(LUMA_GAIN), chroma * math.sqrt(cb), chroma * math.sqrt(cr)
 
 
 def _inverse(points: list[tuple[float, float]], target: float) -> float | None:
