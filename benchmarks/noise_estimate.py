@@ -16,6 +16,10 @@ Sections (one function each; each returns its rows and whether its bars hold):
   σ 4 must read within the 8-frame bar or be refused (textures must neither read as noise nor
   hide it; the synthetic periodic ones hold a few clean values, not the smooth spread the method's
   prior needs, and are refused at low quality, "ref" in the table).
+* `jpeg_channels`: σ of R, G, B apart — (3, 2, 6), (6, 4, 9), (10, 10, 10), (2, 2, 2) — through JPEG
+  4:2:0 at q 95, 90, 80, 60 and 4:4:4 at q 80, 60, 8 frames. Where `jpeg_multiframe_sigma` tells
+  the channels apart, every channel must be within the 8-frame bar of σ itself (±0.5, ±12 % from
+  σ 10); at 4:2:0 q 95 every sequence must be told apart. Elsewhere it may give equal channels.
 * `h264_sequences`: 16 static frames (independent noise each) through libx264 veryfast at CRF 23,
   30, 35 (PyAV, yuv420p), read by `video_synthesis_sigma`. Bars: CRF 23 — σ 0 reads ≤ 2.0,
   |error| ≤ 1.5 for σ 2–4, ≤ 20 % for σ ≥ 6; CRF 30 — σ 15 within ±25 %, σ ≤ 10 within ±25 % or
@@ -30,7 +34,7 @@ The last line checks the bars. Also printed: the CPU kind (AMX / AVX512-BF16 / n
 
 Run:  .venv/bin/python benchmarks/noise_estimate.py            all cells (≈ 13 min on a 2-core CPU)
       .venv/bin/python benchmarks/noise_estimate.py --quick    σ {0, 2, 6, 15} × q {30, 60, 95}, 8 photos
-      --sections h264,single,clips                                 only some sections (jpeg, textures, h264, single, clips)
+      --sections h264,single,clips                                 only some sections (jpeg, channels, textures, h264, single, clips)
 """
 
 from __future__ import annotations
@@ -79,6 +83,15 @@ BLURS = (0.0, 0.8, 1.5)
 SIGMAS = (0.0, 2.0, 4.0, 6.0, 10.0, 15.0)
 QUALITIES = (30, 40, 60, 80, 95)
 FRAMES = (8, 4)
+SAMPLINGS = {
+    "4:2:0": getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_420", 0),
+    "4:2:2": getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_422", 0),
+    "4:4:4": getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444", 0),
+}
+# σ of R, G, B: a sensor whose white balance lifts blue (and red) over green, a stronger one, equal
+# channels, and weak equal noise; 8 frames each, through the settings below.
+CHANNEL_SIGMAS = ((3.0, 2.0, 6.0), (6.0, 4.0, 9.0), (10.0, 10.0, 10.0), (2.0, 2.0, 2.0))
+CHANNEL_SETTINGS = (("4:2:0", 95), ("4:2:0", 90), ("4:2:0", 80), ("4:2:0", 60), ("4:4:4", 80), ("4:4:4", 60))
 
 
 def within_bar(sigma: float, estimate: float | None, frames: int, refused_ok: bool = False) -> bool:
@@ -110,11 +123,11 @@ def noisy_frames(clean: np.ndarray, sigma: float, count: int, seed: int) -> list
     return [np.clip(np.rint(clean + rng.normal(0.0, sigma, clean.shape)), 0, 255).astype(np.uint8) for _ in range(count)]
 
 
-def jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
-    """JPEG 4:2:0 via OpenCV's libjpeg, as most cameras write it."""
+def jpeg_bytes(frame: np.ndarray, quality: int, sampling: str = "4:2:0") -> bytes:
+    """JPEG via OpenCV's libjpeg, 4:2:0 by default as most cameras write it."""
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
     if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):
-        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, SAMPLINGS[sampling]]
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG")
@@ -189,6 +202,45 @@ def jpeg_sequences(photos: Sequence[str], sigmas: Sequence[float], qualities: Se
     print(f"refused: {len(refusals)}" + "".join(f"\n  {line}" for line in refusals[:10]))
     print("median signed error (σ > 0): " + ", ".join(f"{count} frames {bias[count]:+.3f}" for count in FRAMES))
     return ok, times
+
+
+def channel_bar(sigma: float, error: float) -> bool:
+    """A channel told apart is within the 8-frame bar of σ itself: ±0.5, or ±12 % from σ 10."""
+    return abs(error) <= (0.12 * sigma if sigma >= 10 else 0.5)
+
+
+def jpeg_channels(photos: Sequence[str], triples: Sequence[tuple[float, float, float]],
+                  settings: Sequence[tuple[str, int]]) -> bool:
+    """σ of R, G and B apart (`channels = "measured"`), 8 static JPEG frames per photo: how often
+    they are told apart, and the worst error of each channel where they are. Bars: every channel
+    told apart within the 8-frame bar (±0.5, ±12 % from σ 10); at 4:2:0 q 95 every sequence told apart."""
+    print()
+    print("R, G, B apart (8 JPEG frames): sequences told apart, and the worst |error| of R / G / B where they are")
+    print("  σ R,G,B    sampling  q  | apart |  worst R   G     B   | equal-channel σ (luma) when not apart")
+    ok = True
+    for triple in triples:
+        sigma = np.asarray(triple)
+        for sampling, quality in settings:
+            errors, fallback = [], []
+            for index, name in enumerate(photos):
+                clean = load_frame(name, BLURS[index % len(BLURS)]).astype(np.float64)
+                rng = np.random.default_rng(7000 + 100 * index + int(sigma.sum()))
+                frames = [np.clip(np.rint(clean + rng.normal(0.0, 1.0, clean.shape) * sigma), 0, 255).astype(np.uint8) for _ in range(8)]
+                estimate = jpeg_multiframe_sigma([jpeg_bytes(frame, quality, sampling) for frame in frames])
+                if estimate.channels == "measured" and estimate.sigma_per_channel is not None:
+                    errors.append(np.asarray(estimate.sigma_per_channel) - sigma)
+                else:
+                    fallback.append(estimate.sigma)
+            worst = np.abs(np.asarray(errors)).max(axis=0) if errors else None
+            passed = all(channel_bar(float(s), float(e)) for row in errors for s, e in zip(sigma, row))
+            if (sampling, quality) == ("4:2:0", 95):
+                passed &= len(errors) == len(photos)
+            ok &= passed
+            shown = " ".join(f"{v:5.2f}" for v in worst) if worst is not None else "   –     –     –  "
+            rest = ", ".join(_fmt(v).strip() for v in fallback[:5]) + (" …" if len(fallback) > 5 else "")
+            print(f"  {','.join(f'{v:g}' for v in triple):9s} {sampling:8s} {quality:3d} | {len(errors):2d}/{len(photos):<2d} | "
+                  f"{shown} {'ok ' if passed else 'FAIL'} | {rest}")
+    return ok
 
 
 def texture_frames() -> list[tuple[str, np.ndarray]]:
@@ -388,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="σ {0, 2, 6, 15} × q {30, 60, 95} on 8 photos")
     parser.add_argument("--photos", type=int, default=None, help="how many photos (≥ 8 for the bars to count)")
-    parser.add_argument("--sections", default="jpeg,textures,h264,single,clips", help="comma-separated: jpeg, textures, h264, single, clips")
+    parser.add_argument("--sections", default="jpeg,channels,textures,h264,single,clips",
+                        help="comma-separated: jpeg, channels, textures, h264, single, clips")
     args = parser.parse_args(argv)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
 
@@ -407,6 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdicts["JPEG sequences (8 frames: σ0 ≤ 0.3, σ2–6 ±0.5, σ≥10 ±12 %; 4 frames: ±0.6 / 15 %)"], times = jpeg_sequences(photos, sigmas, qualities)
         print(f"time per 8-frame sequence (decode + estimate, {describe_cpu()}): median {1000 * statistics.median(times):.0f} ms, "
               f"max {1000 * max(times):.0f} ms over {len(times)} sequences")
+    if "channels" in sections:
+        triples = CHANNEL_SIGMAS[:2] if args.quick else CHANNEL_SIGMAS
+        settings = CHANNEL_SETTINGS[:3] if args.quick else CHANNEL_SETTINGS
+        start = time.perf_counter()
+        verdicts["R, G, B apart (told apart: ±0.5 / ±12 %; all at 4:2:0 q 95)"] = jpeg_channels(photos, triples, settings)
+        print(f"channels section: {time.perf_counter() - start:.0f} s")
     if "textures" in sections:
         verdicts["textures (clean ≤ 0.5 or refused)"] = jpeg_textures(qualities)
     if "h264" in sections:

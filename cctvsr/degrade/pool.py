@@ -398,6 +398,9 @@ def _describe_sensor_noise(noise: dict[str, Any] | None) -> str:
     if noise.get("textured_frames_rejected"):
         how += f", {noise['textured_frames_rejected']} textured frames refused"
     if noise.get("sigma") is not None:
+        if noise.get("channels") == "measured" and noise.get("sigma_per_channel") is not None:
+            r, g, b = noise["sigma_per_channel"]
+            return f"σ R {r:.2f}, G {g:.2f}, B {b:.2f} (luma-equivalent {noise['sigma']:.2f}; {how})"
         return f"σ {noise['sigma']:.2f} per channel ({how})"
     if noise.get("upper_bound") is not None:
         return f"σ ≤ {noise['upper_bound']:.2f}: below what the codec leaves measurable ({how})"

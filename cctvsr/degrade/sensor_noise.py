@@ -51,10 +51,26 @@ JPEG / MJPEG, several frames (`jpeg_multiframe_sigma`, `mjpeg_multiframe_sigma`)
   all frames are identical σ is 0, and the note says so.
 * From luma to RGB. Luma noise variance s² = g·(σ² + 1/12) + 1/12 with g = 0.299² + 0.587² +
   0.114² = 0.447: each channel's noise is rounded to uint8 (Sheppard: σ² + 1/12), and the encoder
-  rounds Y to an integer again (1/12). The channels cannot be told apart from luma, and 4:2:0
-  chroma at the same qualities is quantised too coarsely to flip, so σ is given for each channel
-  under the equal-channel assumption (`channels = "equal"`). A greyscale JPEG's luma is the grey
-  value itself: s² = σ² + 1/12 (`channels = "grey"`).
+  rounds Y to an integer again (1/12). `sigma` is always this luma-equivalent σ (the one value, the
+  same in R, G and B, that gives the luma noise measured); a greyscale JPEG's luma is the grey value
+  itself: s² = σ² + 1/12 (`channels = "grey"`).
+* R, G and B apart (`channels = "measured"`). Cb and Cr are read as coded (FFmpeg's MJPEG decoder
+  hands over the planes before upsampling) and measured like luma with the chroma table. Under the
+  JFIF conversion (libjpeg's: each chroma value computed from the rounded RGB and rounded, then
+  averaged over the n = 1, 2 or 4 pixels one chroma sample stands for and rounded again), the
+  three planes' noise variances are linear in σ_R², σ_G², σ_B² (`_plane_noise`), and the 3×3
+  system is solved (non-negative least squares). The chroma planes hold a quarter of the samples
+  at 4:2:0 and 0.31σ of noise against steps about twice luma's, so they keep enough of it only at
+  high qualities: each plane's standard error comes from the curvature of its log-likelihood, is
+  carried through the solve, and R, G, B are given apart only when every channel's ±3 SE interval
+  lies within ±CHANNEL_ERROR_ABS (±CHANNEL_ERROR_REL·σ from σ 10: the 8-frame bar of σ itself);
+  otherwise `channels = "equal"` and the note says why. Measured on real photos (benchmarks/
+  noise_estimate.py, section `channels`, σ R, G, B from (2, 2, 2) to (10, 10, 10)): 4:2:0 told
+  apart at q 95 every time, at q 90 in 6–10 of 10, never at q 80 or below; 4:4:4 in 5–10 of 10 at
+  q 80, not at 60; where told apart, every channel within the bar (worst 0.52 at σ 10). The solve
+  assumes the encoder averaged chroma as libjpeg does: an encoder that filters chroma otherwise
+  changes its noise gain, which the planes cannot reveal. FFmpeg's (its "Lavc" comment: the scaler's chroma filter read σ 10 as R 7, B 7.6) is therefore
+  given equal channels; other camera encoders are taken to average.
 * σ above MAX_SIGMA (20) is not measured: the static-block tests are sized for noise up to it, and
   frames that change more (a panning camera) are refused rather than read as noise.
 
@@ -105,7 +121,8 @@ MOVING_FRAME_SHARE = 0.5  # a frame where more blocks than this changed is dropp
 MAX_CAMERA_SHIFT = 0.3  # px of global shift between frames (phase correlation) taken as a moving camera
 SHIFT_RESPONSE = 0.5  # phase-correlation peak below which a frame has too little structure to place
 MAX_SIGMA = 20.0  # the largest sensor σ measured: the static-block tests assume no more
-CHANNEL_ERROR_ABS, CHANNEL_ERROR_REL = 0.5, 0.12  # R, G, B are given apart when each one's 2-SE half-width is within this (or this share)
+CHANNEL_SE = 3.0  # R, G, B are given apart when each one's ±3 SE interval is within the 8-frame bar:
+CHANNEL_ERROR_ABS, CHANNEL_ERROR_REL = 0.5, 0.12  # ±0.5, or ±12 % from σ 10 (the bar of σ itself)
 _S_RANGE = (0.02, 80.0)  # search range of the luma noise s (DCT units)
 _WINDOW = 7.0  # half-width, in s, of the integration windows around bin edges
 _CELLS_PER_S = 4  # integration cells per s near bin edges
@@ -120,9 +137,10 @@ class NoiseEstimate:
     and `note` says why. `method` names how it was measured; `frames_used` and `blocks_used` what
     it rests on; `codec` the footage's codec ("jpeg", "mjpeg", …); `textured_frames_rejected` the
     frames a single-frame method refused as too textured (0 for the multi-frame method, which
-    textures do not fool); `channels` how the per-channel values were obtained ("equal": one σ
-    measured on luma, assumed the same in R, G and B; "grey": a one-channel camera, σ of its grey
-    values before rounding, repeated for R, G and B)."""
+    textures do not fool); `channels` how the per-channel values were obtained ("measured": R, G
+    and B apart, from the noise of Y, Cb and Cr; "equal": one σ measured on luma, assumed the same
+    in R, G and B; "grey": a one-channel camera, σ of its grey values before rounding, repeated for
+    R, G and B)."""
 
     sigma: float | None
     sigma_per_channel: tuple[float, float, float] | None
@@ -683,9 +701,9 @@ def _channels_apart(
     inverse = np.linalg.inv(gains)
     spread = np.sqrt(((inverse * (2.0 * s * np.array([f.s_error for f in fits]))[None, :]) ** 2).sum(axis=1))
     sigmas = np.sqrt(variances)
-    low, high = np.sqrt(np.maximum(variances - 2.0 * spread, 0.0)), np.sqrt(variances + 2.0 * spread)
-    half = 0.5 * (high - low)
-    allowed = np.maximum(CHANNEL_ERROR_ABS, CHANNEL_ERROR_REL * sigmas)
+    low = np.sqrt(np.maximum(variances - CHANNEL_SE * spread, 0.0))
+    half = 0.5 * (np.sqrt(variances + CHANNEL_SE * spread) - low)
+    allowed = np.where(sigmas >= 10.0, CHANNEL_ERROR_REL * sigmas, CHANNEL_ERROR_ABS)
     if not np.all(half <= allowed):  # nan (no curvature) fails too
         worst = int(np.nanargmax(half / allowed)) if np.isfinite(half).any() else 0
         return None, (
