@@ -172,6 +172,15 @@ def test_a_measured_sensor_sigma_is_added_before_the_jpeg_step(astronaut: np.nda
     assert grey.noise_model.startswith("Gaussian σ 6.00, 6.00, 6.00 (R, G, B) before JPEG")
 
 
+def test_r_g_b_measured_apart_are_each_injected_with_their_own_sigma() -> None:
+    measured = dict(SENSOR_6, sigma=2.45, sigma_per_channel=[3.0, 2.0, 6.0], channels="measured")
+    pool = DegradationPool(delta(5), np.zeros((0, 32, 32, 3), np.float32), None, noise=measured)
+    flat = pool.apply(np.full((256, 256, 3), 128, np.uint8), np.random.default_rng(0)).astype(np.float64)
+    assert flat.reshape(-1, 3).std(axis=0) == pytest.approx([3.0, 2.0, 6.0], rel=0.05)
+    assert pool.noise_model.startswith("Gaussian σ 3.00, 2.00, 6.00 (R, G, B) before JPEG")
+    assert pool.summary()["sensor_noise"].startswith("σ R 3.00, G 2.00, B 6.00 (luma-equivalent 2.45; jpeg-multiframe-dct")
+
+
 def test_only_a_bound_injects_the_bound_and_unknown_noise_injects_none() -> None:
     bound = dict(SENSOR_6, sigma=None, sigma_per_channel=None, upper_bound=9.0, method="h264-synthesis")
     pool = DegradationPool(delta(5), np.zeros((0, 32, 32, 3), np.float32), None, noise=bound)

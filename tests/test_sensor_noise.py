@@ -3,6 +3,7 @@ added noise (the multi-frame DCT method of cctvsr.degrade.sensor_noise)."""
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,6 +66,29 @@ def test_known_sigma_under_jpeg_40_is_recovered_from_8_real_frames(scene: np.nda
     assert (estimate.method, estimate.frames_used, estimate.codec) == (METHOD_JPEG_MULTIFRAME, 8, "jpeg")
     assert estimate.upper_bound is None
     assert estimate.blocks_used > 500  # of 48 × 32 = 1536
+
+
+def _noisy_rgb(clean: np.ndarray, sigmas: tuple[float, float, float], count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    spread = np.asarray(sigmas)
+    return [np.clip(np.rint(clean + rng.normal(0.0, 1.0, clean.shape) * spread), 0, 255).astype(np.uint8) for _ in range(count)]
+
+
+def test_r_g_b_apart_are_recovered_from_8_real_frames_at_jpeg_95(scene: np.ndarray) -> None:
+    """A sensor with more noise in blue than green (σ 3, 2, 6): Cb and Cr read as coded tell the
+    channels apart, each within the 8-frame bar; `sigma` stays the luma-equivalent value."""
+    estimate = jpeg_multiframe_sigma([_jpeg(f, 95) for f in _noisy_rgb(scene, (3.0, 2.0, 6.0), 8, seed=11)])
+    assert estimate.channels == "measured", estimate.note
+    assert estimate.sigma_per_channel == pytest.approx((3.0, 2.0, 6.0), abs=0.5)
+    equivalent = math.sqrt((0.299**2 * 9 + 0.587**2 * 4 + 0.114**2 * 36) / (0.299**2 + 0.587**2 + 0.114**2))
+    assert estimate.sigma == pytest.approx(equivalent, abs=0.3)
+    assert estimate.header()["channels"] == "measured"
+
+
+def test_channels_stay_equal_with_the_reason_where_chroma_is_too_coarse(scene: np.ndarray) -> None:
+    estimate = jpeg_multiframe_sigma([_jpeg(f, 60) for f in _noisy_rgb(scene, (3.0, 2.0, 6.0), 8, seed=12)])
+    assert estimate.channels == "equal" and estimate.sigma_per_channel == (estimate.sigma,) * 3
+    assert "R, G, B not told apart: chroma at this quantisation keeps too little noise" in estimate.note
 
 
 def test_header_has_the_pool_fields() -> None:
@@ -141,6 +165,23 @@ def test_mjpeg_by_ffmpegs_own_encoder(scene: np.ndarray, tmp_path: Path) -> None
         out.mux(stream.encode())
     estimate = mjpeg_multiframe_sigma(path, max_frames=8)
     assert estimate.sigma is not None and abs(estimate.sigma - 4.0) <= 0.5
+
+
+def test_ffmpegs_encoder_gets_equal_channels_whatever_its_quality(scene: np.ndarray, tmp_path: Path) -> None:
+    """FFmpeg's chroma goes through its scaler's filter, not a 2×2 average: its chroma noise does
+    not follow the JFIF model even where there is plenty of it (qscale 2), so no R, G, B apart."""
+    path = tmp_path / "ffmpeg.avi"
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.height, stream.width = scene.shape[:2]
+        stream.pix_fmt = "yuvj420p"
+        stream.codec_context.qmin = stream.codec_context.qmax = 2
+        for frame in _noisy_rgb(scene, (10.0, 10.0, 10.0), 8, seed=13):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    estimate = mjpeg_multiframe_sigma(path, max_frames=8)
+    assert estimate.sigma is not None and estimate.channels == "equal"
+    assert "FFmpeg's encoder filters chroma" in estimate.note
 
 
 def test_too_few_frames_is_refused_with_a_reason(scene: np.ndarray) -> None:

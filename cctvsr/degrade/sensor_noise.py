@@ -69,8 +69,9 @@ JPEG / MJPEG, several frames (`jpeg_multiframe_sigma`, `mjpeg_multiframe_sigma`)
   apart at q 95 every time, at q 90 in 6–10 of 10, never at q 80 or below; 4:4:4 in 5–10 of 10 at
   q 80, not at 60; where told apart, every channel within the bar (worst 0.52 at σ 10). The solve
   assumes the encoder averaged chroma as libjpeg does: an encoder that filters chroma otherwise
-  changes its noise gain, which the planes cannot reveal. FFmpeg's (its "Lavc" comment: the scaler's chroma filter read σ 10 as R 7, B 7.6) is therefore
-  given equal channels; other camera encoders are taken to average.
+  changes its noise gain, which the planes cannot reveal. FFmpeg's (its "Lavc" comment: the
+  scaler's chroma filter read σ 10 as R 7, B 7.6) is therefore given equal channels; other camera
+  encoders are taken to average.
 * σ above MAX_SIGMA (20) is not measured: the static-block tests are sized for noise up to it, and
   frames that change more (a panning camera) are refused rather than read as noise.
 
