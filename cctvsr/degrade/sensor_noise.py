@@ -106,8 +106,6 @@ YCBCR_WEIGHTS = (  # JFIF / BT.601 Y, Cb, Cr from R, G, B
     (-0.168736, -0.331264, 0.5),
     (0.5, -0.418688, -0.081312),
 )
-LUMA_GAIN = float(sum(w * w for w in YCBCR_WEIGHTS[0]))  # Var(Y noise) / σ² for equal, independent channels
-ROUNDING_VARIANCE = (LUMA_GAIN + 1.0) / 12.0  # RGB rounded to uint8, then Y rounded again
 
 MIN_FRAMES = 3  # the benchmark measures 4 and 8; 2 can be asked for (min_frames=2) but is not benchmarked
 MIN_BLOCKS = 32  # static, unsaturated 8×8 blocks below which the estimate is refused
@@ -194,17 +192,7 @@ def _plane_noise(weights: tuple[float, float, float], samples: int) -> _PlaneNoi
     return _PlaneNoise(squares, rounding)  # type: ignore[arg-type]
 
 
-LUMA = _plane_noise(YCBCR_WEIGHTS[0], 1)
-
-
-def sigma_from_luma(luma_sigma: float) -> float:
-    """Per-channel σ (equal channels) from the luma noise s of the encoder's Y (module note)."""
-    return LUMA.sigma(luma_sigma)
-
-
-def luma_from_sigma(sigma: float) -> float:
-    """The luma noise s (DCT units) that per-channel σ gives after the encoder's rounding."""
-    return LUMA.s(sigma)
+LUMA = _plane_noise(YCBCR_WEIGHTS[0], 1)  # Y: s² = 0.447·(σ² + 1/12) + 1/12 for equal channels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,7 +795,7 @@ def jpeg_multiframe_sigma(
     if not math.isfinite(fit.s):
         return refused("; ".join(filter(None, [fit.note, note])), fit.frames, fit.blocks)
     grey = pixels.shape[3] == 1
-    sigma = round(math.sqrt(max(0.0, fit.s**2 - 1.0 / 12.0)) if grey else sigma_from_luma(fit.s), 3)
+    sigma = round(math.sqrt(max(0.0, fit.s**2 - 1.0 / 12.0)) if grey else LUMA.sigma(fit.s), 3)
     apart, why = (None, "") if grey else _channels_apart([data for data, _ in members], group, pixels, fit, min_frames, min_blocks)
     return NoiseEstimate(
         sigma=sigma,
@@ -1121,8 +1109,8 @@ def _luma_plane(frame: av.VideoFrame) -> np.ndarray:
 def _noise_scales(full_range: bool) -> tuple[float, float, float]:
     """Noise std of Y, Cb, Cr (4:2:0) per unit of per-channel RGB σ."""
     luma, chroma = (1.0, 1.0) if full_range else (_STUDIO_LUMA, _STUDIO_CHROMA)
-    cb, cr = (sum(_plane_noise(weights, 4).gains) for weights in YCBCR_WEIGHTS[1:])
-    return luma * math.sqrt(LUMA_GAIN), chroma * math.sqrt(cb), chroma * math.sqrt(cr)
+    y, cb, cr = (math.sqrt(sum(_plane_noise(weights, n).gains)) for weights, n in zip(YCBCR_WEIGHTS, (1, 4, 4)))
+    return luma * y, chroma * cb, chroma * cr
 
 
 def _inverse(points: list[tuple[float, float]], target: float) -> float | None:
