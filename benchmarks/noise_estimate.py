@@ -32,7 +32,7 @@ Sections (one function each; each returns its rows and whether its bars hold):
 The last line checks the bars. Also printed: the CPU kind (AMX / AVX512-BF16 / no bf16, from
 /proc/cpuinfo) and the median time per 8-frame sequence (decode + estimate).
 
-Run:  .venv/bin/python benchmarks/noise_estimate.py            all cells (≈ 13 min on a 2-core CPU)
+Run:  .venv/bin/python benchmarks/noise_estimate.py            all cells (≈ 17 min on a 2-core CPU, 3.5 of them the channels section)
       .venv/bin/python benchmarks/noise_estimate.py --quick    σ {0, 2, 6, 15} × q {30, 60, 95}, 8 photos
       --sections h264,single,clips                                 only some sections (jpeg, channels, textures, h264, single, clips)
 """
