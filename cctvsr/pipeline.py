@@ -64,6 +64,10 @@ class PipelineOptions:
         """Whether a face of this size (`face_size`) is super-resolved (--sr-max-face)."""
         return not self.sr_max_face or size <= self.sr_max_face
 
+    def enhanced(self, faces: list[FaceCandidate]) -> list[FaceCandidate]:
+        """The faces of a unit that get SR (within --sr-max-face), in the order their images come back."""
+        return [face for face in faces if self.enhances(face_size(face.box))]
+
 
 def face_size(box: np.ndarray) -> int:
     """A face's size as --sr-max-face measures it: its detected box's longer side, in frame pixels."""
@@ -355,7 +359,7 @@ def run_enhance(
                 fusion = fuse_views(unit.views, options.fusion, best_frame=_best_frame(unit.faces), **footage)
             t1 = time.perf_counter()
             # Faces over --sr-max-face are saved as they are (their crop is the evidence): no SR call.
-            enhanced = [face for face in unit.faces if options.enhances(face_size(face.box))]
+            enhanced = options.enhanced(unit.faces)
             crops = [face.crop.image for face in enhanced]
             fused_sr = fusion is not None and fusion.ok and options.enhances(max(unit.views.box_size))  # type: ignore[union-attr]
             if fused_sr:

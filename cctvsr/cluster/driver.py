@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from cctvsr.jobs.enhance import EnhanceOptions, EnhanceSummary, FolderState, InputSummary, ProgressFactory, _Run
     from cctvsr.output.manifest import ManifestWriter
     from cctvsr.output.writer import FaceWriter
-    from cctvsr.pipeline import FaceCandidate, ProgressHooks
+    from cctvsr.pipeline import ProgressHooks
     from cctvsr.video import SourceInfo
 
 LOCAL_OBJECT_STORE = 256 * 1024**2  # bytes: `--ray local` keeps Ray's shared memory small (faces, not frames, cross it)
@@ -229,7 +229,7 @@ class _Cluster:
                 if all(face.key in item.state.done for face in faces):
                     item.ready[number] = None
                     continue
-                crops = [face.crop.image for face in self._enhanced(faces)]
+                crops = [face.crop.image for face in self.job.pipeline.enhanced(faces)]
                 if crops:
                     rows.append({"key": f"{index}/{number}", "payload": pickle.dumps(crops)})
                 else:
@@ -247,12 +247,6 @@ class _Cluster:
                 self._super_resolved(row)
         for item in self.pending.values():  # inputs whose every unit was resumed or empty
             self._flush(item)
-
-    def _enhanced(self, faces: list[FaceCandidate]) -> list[FaceCandidate]:
-        """The faces of a unit that get SR (within --sr-max-face), in the order their images come back."""
-        from cctvsr.pipeline import face_size
-
-        return [face for face in faces if self.job.pipeline.enhances(face_size(face.box))]
 
     def _super_resolved(self, row: dict[str, Any]) -> None:
         """One face unit back from an SR actor: written as soon as the units before it are."""
@@ -283,7 +277,7 @@ class _Cluster:
                 item.manifest = ManifestWriter(item.folder / MANIFEST_FILE)
                 item.writer = FaceWriter(item.folder, item.manifest, job.provenance(item.source), job.model_label, job.resolver.scale)
             before = result.faces_saved
-            sr = dict(zip((face.key for face in self._enhanced(faces)), outputs))
+            sr = dict(zip((face.key for face in job.pipeline.enhanced(faces)), outputs))
             save_faces(faces, sr, item.writer, item.state.done, result, ProgressHooks())
             self.saved += result.faces_saved - before
             self.hooks.saved(self.saved)

@@ -13,7 +13,7 @@ machine, at the frame where it ended (ties by id), or at the end of the input.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,8 +31,6 @@ class JoinedInput:
 
     units: list[list[FaceCandidate]]  # each one SR call on one machine: a track's kept faces, best first
     result: EnhanceResult
-    links: int = 0  # tracks joined across a cut
-    nodes: dict[str, int] = field(default_factory=dict)  # units run per node
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,11 +78,9 @@ def join_input(results: list[UnitResult], options: PipelineOptions) -> JoinedInp
             key = parent[key]
         return key
 
-    links = 0
     for k in range(1, len(results)):
         for later, earlier in _links(results[k - 1], results[k]).items():
             parent[(k, later)] = root((k - 1, earlier))
-            links += 1
     groups: dict[tuple[int, int], list[tuple[int, TrackPart]]] = {}
     for k, r in enumerate(results):
         for part in r.parts:
@@ -111,7 +107,6 @@ def join_input(results: list[UnitResult], options: PipelineOptions) -> JoinedInp
         if faces:
             released.append((max(ends) if ends else float("inf"), track_id, faces))
     released.sort(key=lambda item: item[:2])
-    nodes: dict[str, int] = {}
     moved = 0
     for r in results:
         result.frames += r.frames
@@ -122,10 +117,9 @@ def join_input(results: list[UnitResult], options: PipelineOptions) -> JoinedInp
         moved += r.camera_moved
         for name in ("decode", "detect", "track", "select"):
             setattr(result.times, name, getattr(result.times, name) + getattr(r.times, name))
-        nodes[r.node] = nodes.get(r.node, 0) + 1
     result.gate.off = camera_moved_note(moved, result.gate.frames) if options.full_detect_every is not None else None
     result.decode = _merge_decode([r.decode for r in results])
-    return JoinedInput([faces for _, _, faces in released], result, links, nodes)
+    return JoinedInput([faces for _, _, faces in released], result)
 
 
 def _merge_decode(stats: list[DecodeStats]) -> DecodeStats:

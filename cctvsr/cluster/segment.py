@@ -12,7 +12,6 @@ join.py can find the same person in the next segment's overlap.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -51,7 +50,6 @@ class UnitResult:
     decode: DecodeStats = field(default_factory=DecodeStats)
     times: StageTimes = field(default_factory=StageTimes)
     node: str = ""  # where it ran (the summary's per-node counts)
-    seconds: float = 0.0
 
 
 class _Collect:
@@ -121,7 +119,6 @@ def unit_sampling(unit: WorkUnit, sampling: FrameSampling) -> FrameSampling:
 
 def run_unit(unit: WorkUnit, source: SourceInfo, options: PipelineOptions, detector: FaceDetector, node: str = "") -> UnitResult:
     """Decode, detect, track and select one unit; its tracks and counts as plain data."""
-    started = time.perf_counter()
     result = EnhanceResult()
     producer = _UnitProducer(unit, source, replace(options, sampling=unit_sampling(unit, options.sampling)), detector, result)
     feed = _Collect()
@@ -140,5 +137,4 @@ def run_unit(unit: WorkUnit, source: SourceInfo, options: PipelineOptions, detec
     owned.decode = result.decode
     owned.times = result.times
     owned.node = node
-    owned.seconds = time.perf_counter() - started
     return owned

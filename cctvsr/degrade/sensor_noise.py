@@ -660,9 +660,9 @@ def _levels(planes: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 
 def _channels_apart(
-    frames: Sequence[bytes], group: Sequence[_Decoded], pixels: np.ndarray, luma: _Fit, min_frames: int, min_blocks: int
+    frames: Sequence[bytes], group: Sequence[_Decoded], pixels: np.ndarray, luma_fit: _Fit, min_frames: int, min_blocks: int
 ) -> tuple[tuple[float, float, float] | None, str]:
-    """σ of R, G and B apart, from the noise of Y (`luma`), Cb and Cr (module note), or None and why not."""
+    """σ of R, G and B apart, from the noise of Y (`luma_fit`), Cb and Cr (module note), or None and why not."""
     first = group[0]
     if first.subsampling is None or any((d.chroma_table, d.subsampling) != (first.chroma_table, first.subsampling) for d in group):
         return None, "R, G, B not told apart: the frames' chroma planes do not share one table and sampling"
@@ -678,7 +678,7 @@ def _channels_apart(
     steps = np.asarray(first.chroma_table, np.float64)
     rgb_blocks = _median_rgb_blocks(pixels, (BLOCK * down, BLOCK * across))
     models = [LUMA] + [_plane_noise(weights, across * down) for weights in YCBCR_WEIGHTS[1:]]
-    fits = [luma]
+    fits = [luma_fit]
     for index in (0, 1):
         plane = chroma[:, index]
         fits.append(_estimate_plane(_levels(plane, steps), steps, rgb_blocks, _decoded_clipped(plane), models[index + 1], min_frames, min_blocks))
