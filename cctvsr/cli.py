@@ -159,9 +159,12 @@ def _print_enhanced(done) -> None:  # done: jobs.enhance.InputSummary
     resumed = f" (+{result.faces_resumed} from the interrupted run)" if result.faces_resumed else ""
     plain = f"; {result.faces_not_enhanced} of them not enhanced (over --sr-max-face)" if result.faces_not_enhanced else ""
     summary.add_row("saved", f"{result.faces_saved} faces{resumed}{plain}")
+    if result.tracks_fused:
+        summary.add_row("fused", f"{result.tracks_fused} tracks from their registered frames (track_XXXX/fused_x4.png)")
+    fuse = f", fuse {t.fuse:.1f}" if t.fuse else ""
     summary.add_row(
         "time (s)",
-        f"decode {t.decode:.1f}, detect {t.detect:.1f}, track+select {t.track + t.select:.1f}, "
+        f"decode {t.decode:.1f}, detect {t.detect:.1f}, track+select {t.track + t.select:.1f}{fuse}, "
         f"SR {t.sr:.1f}, write {t.write:.1f}; producer waited on SR {t.queue_wait:.1f}",
     )
     summary.add_row("output", f"{done.folder} (report.html, manifest.jsonl, tracks.json)")

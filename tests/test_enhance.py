@@ -242,14 +242,28 @@ FUSED = ["--fuse", "--fuse-max", "8", "--sr-max-face", "0"]
 
 
 @pytest.fixture(scope="module")
-def fused_run(demo: dict[str, Path]) -> Path:
-    """The first second of the demo clip with fusion on, at most 4 frames per track (kept small for CI)."""
+def fused_output(demo: dict[str, Path]) -> tuple[Path, str]:
+    """The first second of the demo clip with fusion on, at most 8 frames per track (kept small for
+    CI): its output folder and what the run printed."""
     out = demo["root"] / "fused"
     args = ["enhance", str(demo["clip"]), "-o", str(out), "--model", str(demo["model"]), "--end", "1.0", "--best", "1"]
     result = runner.invoke(app, [*args, *FUSED])
     assert result.exit_code == 0, result.stderr
     (folder,) = out.iterdir()
-    return folder
+    return folder, result.stdout
+
+
+@pytest.fixture(scope="module")
+def fused_run(fused_output: tuple[Path, str]) -> Path:
+    return fused_output[0]
+
+
+def test_the_summary_says_how_many_tracks_were_fused_and_what_fusion_took(fused_output: tuple[Path, str]) -> None:
+    folder, printed = fused_output
+    fused = sum(r["fusion"]["fused"] for r in _fusions(folder))
+    assert fused >= 1
+    assert re.search(rf"fused\s+│\s+{fused} tracks from their registered frames", printed), printed
+    assert re.search(r"fuse \d+\.\d, SR", printed), printed
 
 
 def _fusions(folder: Path) -> list[dict]:
